@@ -1,0 +1,101 @@
+"""The exception tree of ddbstreams.
+
+Every error the library raises on purpose derives from :class:`DDBStreamsError`. AWS error
+codes are mapped to these classes in exactly one place (``ddbstreams._client``); nothing
+else inspects botocore exceptions.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AccessDeniedError",
+    "CheckpointError",
+    "ConfigurationError",
+    "CredentialsError",
+    "DDBStreamsError",
+    "EndpointConnectionError",
+    "ExpiredIteratorError",
+    "InvalidPositionError",
+    "InvalidStreamArnError",
+    "LocalEngineError",
+    "ServiceError",
+    "ShardNotFoundError",
+    "StreamNotEnabledError",
+    "StreamNotFoundError",
+    "TableNotFoundError",
+    "ThrottledError",
+    "TrimmedDataError",
+    "ValidationError",
+]
+
+
+class DDBStreamsError(Exception):
+    """Base class of every error raised by ddbstreams."""
+
+
+class ConfigurationError(DDBStreamsError, ValueError):
+    """An argument given to ddbstreams is invalid before any call is made."""
+
+
+class InvalidStreamArnError(ConfigurationError):
+    """A string passed as a stream is neither a valid stream ARN nor a valid table name."""
+
+
+class InvalidPositionError(ConfigurationError):
+    """A start position cannot be used: malformed sequence number, or no shard holds it."""
+
+
+class CheckpointError(DDBStreamsError):
+    """A checkpoint is corrupt, belongs to another stream, or cannot be stored."""
+
+
+class StreamNotFoundError(DDBStreamsError):
+    """The stream does not exist (ResourceNotFoundException on a stream ARN)."""
+
+
+class ShardNotFoundError(DDBStreamsError):
+    """A shard named in a request is not part of the stream (it may have been trimmed)."""
+
+
+class TableNotFoundError(DDBStreamsError):
+    """The source table named in place of a stream ARN does not exist."""
+
+
+class StreamNotEnabledError(DDBStreamsError):
+    """The source table exists but has no stream enabled."""
+
+
+class ExpiredIteratorError(DDBStreamsError):
+    """A shard iterator is older than 15 minutes (ExpiredIteratorException)."""
+
+
+class TrimmedDataError(DDBStreamsError):
+    """The requested records are older than the 24-hour retention (TrimmedDataAccessException)."""
+
+
+class ThrottledError(DDBStreamsError):
+    """The service kept throttling (LimitExceeded/Throttling) after every retry was spent."""
+
+
+class ServiceError(DDBStreamsError):
+    """The service failed (InternalServerError, 5xx, unknown error code) after retries."""
+
+
+class ValidationError(DDBStreamsError):
+    """The service rejected a request as invalid (ValidationException)."""
+
+
+class AccessDeniedError(DDBStreamsError):
+    """The credentials in use are not allowed to make this call."""
+
+
+class CredentialsError(DDBStreamsError):
+    """No AWS credentials were found, or they were rejected as unknown or malformed."""
+
+
+class EndpointConnectionError(DDBStreamsError):
+    """The endpoint could not be reached (connection refused, DNS failure, timeout)."""
+
+
+class LocalEngineError(DDBStreamsError):
+    """DynamoDB Local could not be installed, started or stopped."""
