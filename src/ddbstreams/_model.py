@@ -152,9 +152,13 @@ class RecordsPage(Generic[T]):
 
     ``next_shard_iterator`` is ``None`` when the shard has ended; that last page may still
     carry records. An empty ``records`` with an iterator is normal and ends nothing.
+    ``sequence_numbers`` holds each record's sequence number in order (the reader needs them
+    to checkpoint records of any parser's type); ``last_creation_time`` is the last record's
+    ApproximateCreationDateTime in epoch seconds.
     """
 
     records: list[T]
     next_shard_iterator: str | None
     last_sequence_number: str | None
     last_creation_time: float | None
+    sequence_numbers: list[str] | None = None

@@ -1,0 +1,10 @@
+"""``python -m ddbstreams``: the ``ddbstreams`` command line."""
+
+from __future__ import annotations
+
+import sys
+
+from ddbstreams._cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

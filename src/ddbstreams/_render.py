@@ -1,0 +1,326 @@
+"""Text and JSON renderings of records and stream descriptions for the ``ddbstreams`` CLI.
+
+Pure: every function takes values and returns ``bytes`` or ``str``; nothing here writes to
+a stream or reads the environment, so the CLI's output formats are testable without I/O.
+
+Record formats:
+
+- JSON Lines (:func:`record_to_jsonl`): one object per record with exactly the keys
+  ``eventID, eventName, shardId, sequenceNumber, approximateCreationDateTime, keys,
+  newImage, oldImage``. Values are plain JSON (numbers exact, bytes base64, sets as sorted
+  lists) for records from the default parser, and DynamoDB JSON for records from
+  :class:`~ddbstreams._decode.RawParser` (the maps are passed through untouched).
+- Pretty (:func:`record_to_pretty`): a few human lines per record: the event and its keys,
+  the time, shard and sequence number, then what changed (attributes added, changed,
+  removed; a MODIFY with both images shows a compact diff).
+
+Description formats: :func:`description_to_text` (fields and the shard lineage as a tree)
+and :func:`description_to_json`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import orjson
+
+from ddbstreams._decode import dumps_plain_json
+from ddbstreams._lineage import ShardGraph, shard_order_key
+from ddbstreams._model import Record, Shard, StreamDescription
+
+__all__ = [
+    "ASCII",
+    "UNICODE",
+    "Glyphs",
+    "description_to_json",
+    "description_to_text",
+    "format_time",
+    "record_to_jsonl",
+    "record_to_pretty",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Glyphs:
+    """The characters used for trees and arrows, so output can fall back to plain ASCII."""
+
+    branch: str
+    last: str
+    pipe: str
+    space: str
+    arrow: str
+    ellipsis: str
+    range: str
+
+
+UNICODE: Final = Glyphs("├── ", "└── ", "│   ", "    ", "→", "…", "…")
+ASCII: Final = Glyphs("|-- ", "`-- ", "|   ", "    ", "->", "...", "..")
+
+# ANSI SGR codes; only used when the caller asks for colour (a terminal without NO_COLOR).
+_RESET: Final = "\x1b[0m"
+_BOLD: Final = "\x1b[1m"
+_DIM: Final = "\x1b[2m"
+_RED: Final = "\x1b[31m"
+_GREEN: Final = "\x1b[32m"
+_YELLOW: Final = "\x1b[33m"
+_EVENT_COLOURS: Final = {"INSERT": _GREEN, "MODIFY": _YELLOW, "REMOVE": _RED}
+
+
+def format_time(moment: datetime) -> str:
+    """ISO 8601 in UTC with a ``Z``: ``2026-11-29T06:31:20Z``.
+
+    A fraction is shown only when present: milliseconds when the time has millisecond
+    precision (``...20.250Z``), microseconds otherwise. Naive datetimes are taken as UTC.
+    """
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    micro = moment.microsecond
+    if micro == 0:
+        return text + "Z"
+    if micro % 1000 == 0:
+        return f"{text}.{micro // 1000:03d}Z"
+    return f"{text}.{micro:06d}Z"
+
+
+def _record_object(record: Record) -> dict[str, Any]:
+    return {
+        "eventID": record.event_id,
+        "eventName": record.event_name,
+        "shardId": record.shard_id,
+        "sequenceNumber": record.sequence_number,
+        "approximateCreationDateTime": format_time(record.approximate_creation_time),
+        "keys": record.keys,
+        "newImage": record.new_image,
+        "oldImage": record.old_image,
+    }
+
+
+def record_to_jsonl(record: Record) -> bytes:
+    """One JSON Lines line (ending in ``\\n``) for ``record``; see the module docstring."""
+    return dumps_plain_json(_record_object(record)) + b"\n"
+
+
+def _value_text(value: Any, width: int, glyphs: Glyphs) -> str:
+    text = dumps_plain_json(value).decode("utf-8")
+    if width > 0 and len(text) > width:
+        return text[: max(width - len(glyphs.ellipsis), 1)] + glyphs.ellipsis
+    return text
+
+
+def _paint(text: str, code: str, color: bool) -> str:
+    return f"{code}{text}{_RESET}" if color else text
+
+
+def record_to_pretty(
+    record: Record,
+    *,
+    color: bool = False,
+    glyphs: Glyphs = UNICODE,
+    width: int = 160,
+) -> str:
+    """A readable multi-line rendering of ``record``, ending in a newline.
+
+    First line: event name and keys (``pk="user#1" sk=7``). Second line: time, shard and
+    sequence number. Then one line per attribute, by name (images have no order):
+    ``+ name: value`` for an INSERT's new image, ``- name: value`` for a REMOVE's old image,
+    and for a MODIFY with both images only what changed (``~ name: old → new``, ``+`` added,
+    ``-`` removed) plus a count of unchanged attributes. Key attributes are not repeated.
+    Values are compact JSON (plain or DynamoDB JSON, whatever the record holds), cut to
+    ``width`` characters.
+    """
+    name = record.event_name
+    head = _paint(f"{name:<6}", _BOLD + _EVENT_COLOURS.get(name, ""), color)
+    keys = " ".join(f"{k}={_value_text(v, width, glyphs)}" for k, v in sorted(record.keys.items()))
+    meta = (
+        f"{format_time(record.approximate_creation_time)}  {record.shard_id}"
+        f"  seq {record.sequence_number}"
+    )
+    lines = [f"{head} {keys}".rstrip(), "       " + _paint(meta, _DIM, color)]
+    key_names = record.keys.keys()
+    new, old = record.new_image, record.old_image
+
+    def attr(mark: str, colour: str, attr_name: str, text: str) -> None:
+        lines.append("       " + _paint(f"{mark} {attr_name}: {text}", colour, color))
+
+    if name == "MODIFY" and new is not None and old is not None:
+        unchanged = 0
+        for attr_name in sorted(old.keys() | new.keys()):
+            if attr_name in key_names:
+                continue
+            if attr_name not in old:
+                attr("+", _GREEN, attr_name, _value_text(new[attr_name], width, glyphs))
+            elif attr_name not in new:
+                attr("-", _RED, attr_name, _value_text(old[attr_name], width, glyphs))
+            elif old[attr_name] != new[attr_name] or _type_changed(old[attr_name], new[attr_name]):
+                before = _value_text(old[attr_name], width // 2, glyphs)
+                after = _value_text(new[attr_name], width // 2, glyphs)
+                attr("~", _YELLOW, attr_name, f"{before} {glyphs.arrow} {after}")
+            else:
+                unchanged += 1
+        if unchanged:
+            lines.append("       " + _paint(f"({unchanged} unchanged)", _DIM, color))
+    elif name == "REMOVE" or (new is None and old is not None):
+        if old is None:
+            lines.append("       " + _paint("(old image not in stream)", _DIM, color))
+        else:
+            for attr_name, value in sorted(old.items()):
+                if attr_name not in key_names:
+                    attr("-", _RED, attr_name, _value_text(value, width, glyphs))
+    elif new is not None:
+        # INSERT, or a MODIFY on a NEW_IMAGE stream: no old image to diff against.
+        mark, colour = ("+", _GREEN) if name == "INSERT" else ("=", _YELLOW)
+        for attr_name, value in sorted(new.items()):
+            if attr_name not in key_names:
+                attr(mark, colour, attr_name, _value_text(value, width, glyphs))
+    else:
+        lines.append("       " + _paint("(keys only)", _DIM, color))
+    return "\n".join(lines) + "\n"
+
+
+def _type_changed(before: Any, after: Any) -> bool:
+    # 1 == True and 1 == Decimal("1") in Python; a change of type is still a change.
+    return type(before) is not type(after)
+
+
+# -- stream descriptions ---------------------------------------------------------------
+
+
+def _shard_state(graph: ShardGraph, shard: Shard) -> str:
+    if shard.is_open and graph.is_closed(shard.shard_id):
+        return "closed (has children)"
+    return "closed" if graph.is_closed(shard.shard_id) else "open"
+
+
+def _sequence_range(shard: Shard, glyphs: Glyphs) -> str:
+    start = shard.starting_sequence_number or "?"
+    end = shard.ending_sequence_number or ""
+    return f"seq {start}{glyphs.range}{end}"
+
+
+def _shard_line(shard: Shard, graph: ShardGraph, listed: set[str], glyphs: Glyphs) -> str:
+    parts = [shard.shard_id, _shard_state(graph, shard), _sequence_range(shard, glyphs)]
+    hint = shard.created_at_hint
+    if hint is not None:
+        parts.append(f"created ~{format_time(hint)}")
+    if shard.parent_shard_id is not None and shard.parent_shard_id not in listed:
+        parts.append(f"parent {shard.parent_shard_id} (trimmed)")
+    return "  ".join(parts)
+
+
+def _sorted_ids(ids: Iterable[str]) -> list[str]:
+    return sorted(ids, key=shard_order_key)
+
+
+def description_to_text(description: StreamDescription, *, glyphs: Glyphs = UNICODE) -> str:
+    """The stream's fields, then its shard lineage as a tree; ends in a newline.
+
+    Roots (shards without a parent, or whose parent was trimmed: shown as ``parent <id>
+    (trimmed)``) start at the left margin; each child is indented under its parent. Every
+    shard line has the shard id, open/closed, the sequence number range and the creation
+    time encoded in the shard id (a hint). A shard listed as open that already has children
+    is shown as ``closed (has children)``.
+    """
+    shards = {shard.shard_id: shard for shard in description.shards}
+    graph = ShardGraph.from_shards(description.shards)
+    open_count = sum(1 for shard_id in shards if not graph.is_closed(shard_id))
+    fields = [
+        ("stream", description.stream_arn),
+        ("table", description.table_name),
+        ("status", description.stream_status),
+        ("view type", description.stream_view_type),
+        ("label", description.stream_label),
+    ]
+    if description.creation_time is not None:
+        fields.append(("created", format_time(description.creation_time)))
+    if description.key_schema:
+        fields.append(("key", ", ".join(f"{n} ({t})" for n, t in description.key_schema)))
+    fields.append(
+        ("shards", f"{len(shards)} ({open_count} open, {len(shards) - open_count} closed)")
+    )
+    label_width = max(len(label) for label, _ in fields)
+    lines = [f"{label:<{label_width}}  {value}" for label, value in fields]
+    if shards:
+        lines.append("")
+    listed = set(shards)
+    seen: set[str] = set()
+
+    def walk(shard_id: str, prefix: str, connector: str) -> None:
+        if shard_id in seen or shard_id not in shards:
+            return
+        seen.add(shard_id)
+        lines.append(prefix + connector + _shard_line(shards[shard_id], graph, listed, glyphs))
+        if connector == glyphs.branch:
+            child_prefix = prefix + glyphs.pipe
+        elif connector == glyphs.last:
+            child_prefix = prefix + glyphs.space
+        else:
+            child_prefix = prefix
+        children = [c for c in _sorted_ids(graph.children(shard_id)) if c in shards]
+        for index, child in enumerate(children):
+            last = index == len(children) - 1
+            walk(child, child_prefix, glyphs.last if last else glyphs.branch)
+
+    for root in _sorted_ids(graph.roots()):
+        walk(root, "", "")
+    # Defensive: anything the walk could not reach (a malformed listing) is still shown.
+    for shard_id in _sorted_ids(set(shards) - seen):
+        walk(shard_id, "", "")
+    return "\n".join(lines) + "\n"
+
+
+def description_to_json(description: StreamDescription) -> bytes:
+    """A JSON document (indented, ending in a newline) describing the stream and its shards.
+
+    Keys: ``streamArn, tableName, streamStatus, streamViewType, streamLabel, creationTime``
+    (ISO 8601 or null), ``keySchema`` (list of ``{attributeName, keyType}``), ``shardCount,
+    openShardCount, closedShardCount`` and ``shards``: parents before children, each with
+    ``shardId, parentShardId, parentTrimmed, startingSequenceNumber, endingSequenceNumber,
+    open, createdHint, children`` (ids of listed child shards). ``open`` is false for a
+    shard listed as open that already has children (it is effectively closed).
+    """
+    graph = ShardGraph.from_shards(description.shards)
+    shards = {shard.shard_id: shard for shard in description.shards}
+    order = [s for s in graph.topological_order() if s in shards]
+    order.extend(s for s in shards if s not in set(order))
+    shard_objects = []
+    for shard_id in order:
+        shard = shards[shard_id]
+        hint = shard.created_at_hint
+        shard_objects.append(
+            {
+                "shardId": shard_id,
+                "parentShardId": shard.parent_shard_id,
+                "parentTrimmed": shard.parent_shard_id is not None
+                and shard.parent_shard_id not in shards,
+                "startingSequenceNumber": shard.starting_sequence_number,
+                "endingSequenceNumber": shard.ending_sequence_number,
+                "open": not graph.is_closed(shard_id),
+                "createdHint": format_time(hint) if hint is not None else None,
+                "children": [c for c in _sorted_ids(graph.children(shard_id)) if c in shards],
+            }
+        )
+    open_count = sum(1 for obj in shard_objects if obj["open"])
+    document = {
+        "streamArn": description.stream_arn,
+        "tableName": description.table_name,
+        "streamStatus": description.stream_status,
+        "streamViewType": description.stream_view_type,
+        "streamLabel": description.stream_label,
+        "creationTime": (
+            format_time(description.creation_time)
+            if description.creation_time is not None
+            else None
+        ),
+        "keySchema": [
+            {"attributeName": name, "keyType": key_type}
+            for name, key_type in description.key_schema
+        ],
+        "shardCount": len(shard_objects),
+        "openShardCount": open_count,
+        "closedShardCount": len(shard_objects) - open_count,
+        "shards": shard_objects,
+    }
+    return orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"

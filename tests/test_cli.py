@@ -1,0 +1,643 @@
+"""The ``ddbstreams`` command without a service: renderings, argument errors, exit codes.
+
+Records are built by the real parsers from wire-shaped dicts, so the JSON Lines checks cover
+the decoding the CLI relies on. Command behaviour (errors, ``--max-records``, broken pipes)
+is exercised through ``main([...])`` with a stand-in reader; tests/test_cli_local.py runs
+the same commands against DynamoDB Local.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from ddbstreams import _cli
+from ddbstreams._cli import main, parse_position
+from ddbstreams._decode import DefaultParser, RawParser
+from ddbstreams._errors import (
+    CredentialsError,
+    EndpointConnectionError,
+    InvalidStreamArnError,
+    StreamNotFoundError,
+)
+from ddbstreams._model import Record, Shard, StreamDescription
+from ddbstreams._position import LATEST, TRIM_HORIZON, AfterSequence, AtSequence
+from ddbstreams._render import (
+    ASCII,
+    description_to_json,
+    description_to_text,
+    format_time,
+    record_to_jsonl,
+    record_to_pretty,
+)
+
+SHARD = "shardId-00000001764397880000-0a1b2c3d"
+BIG = "12345678901234567890123456789012345678"
+JSONL_KEYS = [
+    "eventID",
+    "eventName",
+    "shardId",
+    "sequenceNumber",
+    "approximateCreationDateTime",
+    "keys",
+    "newImage",
+    "oldImage",
+]
+
+# Every attribute type, as DynamoDB Streams sends it.
+EVERY_TYPE: dict[str, Any] = {
+    "pk": {"S": "order#1"},
+    "sk": {"N": "7"},
+    "text": {"S": "héllo"},
+    "empty": {"S": ""},
+    "int": {"N": "-42"},
+    "big": {"N": BIG},
+    "decimal": {"N": "19.990"},
+    "tiny": {"N": "0.000000000000000000000000000000000001"},
+    "bin": {"B": "AAEC/w=="},
+    "ss": {"SS": ["pear", "apple", "fig"]},
+    "ns": {"NS": ["10", "2.5", "-3", BIG]},
+    "bs": {"BS": ["/w==", "YQ=="]},
+    "map": {"M": {"inner": {"M": {"n": {"N": "1"}, "l": {"L": [{"S": "x"}]}}}}},
+    "list": {"L": [{"N": "1"}, {"S": "two"}, {"NULL": True}, {"BOOL": False}, {"B": "AQ=="}]},
+    "null": {"NULL": True},
+    "yes": {"BOOL": True},
+    "no": {"BOOL": False},
+}
+
+
+def wire_record(
+    event_name: str,
+    *,
+    new: dict[str, Any] | None = None,
+    old: dict[str, Any] | None = None,
+    keys: dict[str, Any] | None = None,
+    sequence: str = "000000000000000000001",
+    created: float = 1764397880,
+    view: str = "NEW_AND_OLD_IMAGES",
+) -> dict[str, Any]:
+    ddb: dict[str, Any] = {
+        "ApproximateCreationDateTime": created,
+        "Keys": keys or {"pk": {"S": "order#1"}, "sk": {"N": "7"}},
+        "SequenceNumber": sequence,
+        "SizeBytes": 100,
+        "StreamViewType": view,
+    }
+    if new is not None:
+        ddb["NewImage"] = new
+    if old is not None:
+        ddb["OldImage"] = old
+    return {
+        "eventID": f"event-{sequence}",
+        "eventName": event_name,
+        "eventVersion": "1.1",
+        "eventSource": "aws:dynamodb",
+        "awsRegion": "ddblocal",
+        "dynamodb": ddb,
+    }
+
+
+def parse(raw: dict[str, Any], *, raw_mode: bool = False) -> Record:
+    parser = RawParser() if raw_mode else DefaultParser()
+    (record,) = parser.parse_records([raw], SHARD)
+    return record
+
+
+def exact_loads(line: bytes) -> Any:
+    return json.loads(line, parse_float=Decimal)
+
+
+# -- JSON Lines ---------------------------------------------------------------------------
+
+
+def test_jsonl_insert_every_attribute_type() -> None:
+    line = record_to_jsonl(parse(wire_record("INSERT", new=EVERY_TYPE)))
+
+    assert line.endswith(b"\n")
+    assert line.count(b"\n") == 1
+    obj = exact_loads(line)
+    assert list(obj) == JSONL_KEYS
+    assert obj["eventID"] == "event-000000000000000000001"
+    assert obj["eventName"] == "INSERT"
+    assert obj["shardId"] == SHARD
+    assert obj["sequenceNumber"] == "000000000000000000001"
+    assert obj["approximateCreationDateTime"] == "2025-11-29T06:31:20Z"
+    assert obj["keys"] == {"pk": "order#1", "sk": 7}
+    assert obj["oldImage"] is None
+    assert obj["newImage"] == {
+        "pk": "order#1",
+        "sk": 7,
+        "text": "héllo",
+        "empty": "",
+        "int": -42,
+        "big": int(BIG),
+        "decimal": Decimal("19.990"),
+        "tiny": Decimal("1E-36"),
+        "bin": "AAEC/w==",
+        "ss": ["apple", "fig", "pear"],
+        "ns": [-3, Decimal("2.5"), 10, int(BIG)],
+        "bs": ["YQ==", "/w=="],
+        "map": {"inner": {"n": 1, "l": ["x"]}},
+        "list": [1, "two", None, False, "AQ=="],
+        "null": None,
+        "yes": True,
+        "no": False,
+    }
+    # Numbers are written as exact literals, never through float.
+    assert f'"big":{BIG},'.encode() in line
+    assert b'"decimal":19.990,' in line
+    assert b"e+37" not in line.lower()
+
+
+def test_jsonl_modify_and_remove_images() -> None:
+    old = {"pk": {"S": "order#1"}, "sk": {"N": "7"}, "count": {"N": "1"}}
+    new = {"pk": {"S": "order#1"}, "sk": {"N": "7"}, "count": {"N": "2"}}
+    modify = exact_loads(record_to_jsonl(parse(wire_record("MODIFY", new=new, old=old))))
+    remove = exact_loads(record_to_jsonl(parse(wire_record("REMOVE", old=new))))
+
+    assert modify["oldImage"] == {"pk": "order#1", "sk": 7, "count": 1}
+    assert modify["newImage"] == {"pk": "order#1", "sk": 7, "count": 2}
+    assert remove["eventName"] == "REMOVE"
+    assert remove["newImage"] is None
+    assert remove["oldImage"] == {"pk": "order#1", "sk": 7, "count": 2}
+
+
+def test_jsonl_keys_only_record_has_null_images() -> None:
+    obj = exact_loads(record_to_jsonl(parse(wire_record("INSERT", view="KEYS_ONLY"))))
+
+    assert obj["newImage"] is None
+    assert obj["oldImage"] is None
+    assert obj["keys"] == {"pk": "order#1", "sk": 7}
+
+
+def test_jsonl_raw_mode_passes_dynamodb_json_through() -> None:
+    line = record_to_jsonl(parse(wire_record("INSERT", new=EVERY_TYPE), raw_mode=True))
+    obj = json.loads(line)
+
+    assert list(obj) == JSONL_KEYS
+    assert obj["keys"] == {"pk": {"S": "order#1"}, "sk": {"N": "7"}}
+    assert obj["newImage"] == EVERY_TYPE
+    assert obj["oldImage"] is None
+
+
+@pytest.mark.parametrize(
+    ("moment", "text"),
+    [
+        (datetime(2026, 11, 29, 6, 31, 20, tzinfo=UTC), "2026-11-29T06:31:20Z"),
+        (datetime(2026, 11, 29, 6, 31, 20, 250000, tzinfo=UTC), "2026-11-29T06:31:20.250Z"),
+        (datetime(2026, 11, 29, 6, 31, 20, 123456, tzinfo=UTC), "2026-11-29T06:31:20.123456Z"),
+        (datetime(2026, 11, 29, 6, 31, 20), "2026-11-29T06:31:20Z"),
+        (
+            datetime(2026, 11, 29, 8, 31, 20, tzinfo=timezone(timedelta(hours=2))),
+            "2026-11-29T06:31:20Z",
+        ),
+    ],
+)
+def test_format_time_is_iso_utc(moment: datetime, text: str) -> None:
+    assert format_time(moment) == text
+
+
+def test_jsonl_fractional_creation_time() -> None:
+    obj = json.loads(record_to_jsonl(parse(wire_record("INSERT", created=1764397880.5))))
+
+    assert obj["approximateCreationDateTime"] == "2025-11-29T06:31:20.500Z"
+
+
+# -- pretty -------------------------------------------------------------------------------
+
+
+def test_pretty_insert_lists_new_attributes_without_repeating_keys() -> None:
+    new = {"pk": {"S": "order#1"}, "sk": {"N": "7"}, "big": {"N": BIG}, "tags": {"SS": ["b", "a"]}}
+    text = record_to_pretty(parse(wire_record("INSERT", new=new)))
+
+    assert text == (
+        'INSERT pk="order#1" sk=7\n'
+        f"       2025-11-29T06:31:20Z  {SHARD}  seq 000000000000000000001\n"
+        f"       + big: {BIG}\n"
+        '       + tags: ["a","b"]\n'
+    )
+
+
+def test_pretty_modify_shows_a_diff() -> None:
+    old = {
+        "pk": {"S": "order#1"},
+        "sk": {"N": "7"},
+        "count": {"N": "1"},
+        "gone": {"S": "bye"},
+        "same": {"S": "x"},
+        "flag": {"N": "1"},
+        "also": {"L": []},
+    }
+    new = {
+        "pk": {"S": "order#1"},
+        "sk": {"N": "7"},
+        "count": {"N": "2"},
+        "same": {"S": "x"},
+        "flag": {"BOOL": True},
+        "added": {"M": {"a": {"NULL": True}}},
+        "also": {"L": []},
+    }
+    text = record_to_pretty(parse(wire_record("MODIFY", new=new, old=old)))
+
+    assert text.splitlines()[2:] == [
+        '       + added: {"a":null}',
+        "       ~ count: 1 → 2",
+        "       ~ flag: 1 → true",
+        '       - gone: "bye"',
+        "       (2 unchanged)",
+    ]
+
+
+def test_pretty_modify_without_old_image_shows_new_values() -> None:
+    new = {"pk": {"S": "order#1"}, "sk": {"N": "7"}, "count": {"N": "2"}}
+    text = record_to_pretty(parse(wire_record("MODIFY", new=new, view="NEW_IMAGE")))
+
+    assert text.splitlines()[2:] == ["       = count: 2"]
+
+
+def test_pretty_remove_and_keys_only() -> None:
+    old = {"pk": {"S": "order#1"}, "sk": {"N": "7"}, "blob": {"B": "AAE="}}
+    remove = record_to_pretty(parse(wire_record("REMOVE", old=old)))
+    keys_only = record_to_pretty(parse(wire_record("REMOVE", view="KEYS_ONLY")))
+    insert_keys_only = record_to_pretty(parse(wire_record("INSERT", view="KEYS_ONLY")))
+
+    assert remove.splitlines()[0] == 'REMOVE pk="order#1" sk=7'
+    assert remove.splitlines()[2:] == ['       - blob: "AAE="']
+    assert keys_only.splitlines()[2:] == ["       (old image not in stream)"]
+    assert insert_keys_only.splitlines()[2:] == ["       (keys only)"]
+
+
+def test_pretty_raw_mode_colour_ascii_and_width() -> None:
+    new = {"pk": {"S": "order#1"}, "sk": {"N": "7"}, "long": {"S": "x" * 500}}
+    old = {"pk": {"S": "order#1"}, "sk": {"N": "7"}, "long": {"S": "y"}}
+    record = parse(wire_record("MODIFY", new=new, old=old), raw_mode=True)
+
+    plain = record_to_pretty(record, glyphs=ASCII, width=40)
+    coloured = record_to_pretty(record, color=True)
+
+    assert plain.splitlines()[0] == 'MODIFY pk={"S":"order#1"} sk={"N":"7"}'
+    change = plain.splitlines()[2]
+    assert change.startswith('       ~ long: {"S":"y"} -> {"S":"xxx')
+    assert change.endswith("...")
+    assert "\x1b[" not in plain
+    assert "\x1b[1m\x1b[33mMODIFY\x1b[0m" in coloured
+    assert coloured.endswith("\x1b[0m\n")
+
+
+# -- describe -----------------------------------------------------------------------------
+
+
+def shard(suffix: str, parent: str | None, start: int, end: int | None, ms: int = 0) -> Shard:
+    return Shard(
+        shard_id=f"shardId-{1764397880000 + ms:020d}-{suffix}",
+        parent_shard_id=parent,
+        starting_sequence_number=f"{start:021d}",
+        ending_sequence_number=None if end is None else f"{end:021d}",
+    )
+
+
+def sid(suffix: str, ms: int = 0) -> str:
+    return f"shardId-{1764397880000 + ms:020d}-{suffix}"
+
+
+def lineage_description() -> StreamDescription:
+    # A root split in two; one child rolled over; a child whose parent was trimmed; a shard
+    # listed open that already has a child (effectively closed).
+    shards = (
+        shard("aaaaaaaa", None, 100, 199),
+        shard("bbbbbbbb", sid("aaaaaaaa"), 200, 299, ms=1000),
+        shard("cccccccc", sid("aaaaaaaa"), 300, None, ms=1000),
+        shard("dddddddd", sid("bbbbbbbb", ms=1000), 400, None, ms=2000),
+        shard("eeeeeeee", sid("99999999", ms=-5000), 500, None, ms=3000),
+        shard("ffffffff", None, 600, None, ms=4000),
+        shard("00000000", sid("ffffffff", ms=4000), 700, None, ms=5000),
+    )
+    return StreamDescription(
+        stream_arn="arn:aws:dynamodb:ddblocal:000000000000:table/orders/stream/2025-11-29T06:31:20.000",
+        stream_label="2025-11-29T06:31:20.000",
+        stream_status="ENABLED",
+        stream_view_type="NEW_AND_OLD_IMAGES",
+        table_name="orders",
+        creation_time=datetime(2025, 11, 29, 6, 31, 20, tzinfo=UTC),
+        key_schema=(("pk", "HASH"), ("sk", "RANGE")),
+        shards=shards,
+    )
+
+
+def test_describe_text_draws_the_lineage_tree() -> None:
+    text = description_to_text(lineage_description())
+    s = "000000000000000000"  # leading zeros of the 21-digit sequence numbers
+
+    assert text == (
+        "stream     arn:aws:dynamodb:ddblocal:000000000000:table/orders/stream/"
+        "2025-11-29T06:31:20.000\n"
+        "table      orders\n"
+        "status     ENABLED\n"
+        "view type  NEW_AND_OLD_IMAGES\n"
+        "label      2025-11-29T06:31:20.000\n"
+        "created    2025-11-29T06:31:20Z\n"
+        "key        pk (HASH), sk (RANGE)\n"
+        "shards     7 (4 open, 3 closed)\n"
+        "\n"
+        f"{sid('aaaaaaaa')}  closed  seq {s}100…{s}199  created ~2025-11-29T06:31:20Z\n"
+        f"├── {sid('bbbbbbbb', 1000)}  closed  seq {s}200…{s}299"
+        "  created ~2025-11-29T06:31:21Z\n"
+        f"│   └── {sid('dddddddd', 2000)}  open  seq {s}400…  created ~2025-11-29T06:31:22Z\n"
+        f"└── {sid('cccccccc', 1000)}  open  seq {s}300…  created ~2025-11-29T06:31:21Z\n"
+        f"{sid('eeeeeeee', 3000)}  open  seq {s}500…  created ~2025-11-29T06:31:23Z"
+        f"  parent {sid('99999999', -5000)} (trimmed)\n"
+        f"{sid('ffffffff', 4000)}  closed (has children)  seq {s}600…"
+        "  created ~2025-11-29T06:31:24Z\n"
+        f"└── {sid('00000000', 5000)}  open  seq {s}700…  created ~2025-11-29T06:31:25Z\n"
+    )
+
+
+def test_describe_text_ascii_and_empty_stream() -> None:
+    description = lineage_description()
+    ascii_text = description_to_text(description, glyphs=ASCII)
+    empty = StreamDescription(
+        stream_arn=description.stream_arn,
+        stream_label=description.stream_label,
+        stream_status="DISABLED",
+        stream_view_type="KEYS_ONLY",
+        table_name="orders",
+        creation_time=None,
+        key_schema=(),
+        shards=(),
+    )
+
+    assert f"|-- {sid('bbbbbbbb', 1000)}  closed" in ascii_text
+    assert f"|   `-- {sid('dddddddd', 2000)}  open" in ascii_text
+    assert "…" not in ascii_text
+    assert "├" not in ascii_text
+    assert description_to_text(empty).splitlines()[-1] == "shards     0 (0 open, 0 closed)"
+
+
+def test_describe_json_document() -> None:
+    doc = json.loads(description_to_json(lineage_description()))
+
+    assert {k: v for k, v in doc.items() if k != "shards"} == {
+        "streamArn": lineage_description().stream_arn,
+        "tableName": "orders",
+        "streamStatus": "ENABLED",
+        "streamViewType": "NEW_AND_OLD_IMAGES",
+        "streamLabel": "2025-11-29T06:31:20.000",
+        "creationTime": "2025-11-29T06:31:20Z",
+        "keySchema": [
+            {"attributeName": "pk", "keyType": "HASH"},
+            {"attributeName": "sk", "keyType": "RANGE"},
+        ],
+        "shardCount": 7,
+        "openShardCount": 4,
+        "closedShardCount": 3,
+    }
+    by_id = {s["shardId"]: s for s in doc["shards"]}
+    order = [s["shardId"] for s in doc["shards"]]
+    assert set(by_id) == {s.shard_id for s in lineage_description().shards}
+    for entry in doc["shards"]:
+        if entry["parentShardId"] in by_id:
+            assert order.index(entry["parentShardId"]) < order.index(entry["shardId"])
+    assert by_id[sid("aaaaaaaa")] == {
+        "shardId": sid("aaaaaaaa"),
+        "parentShardId": None,
+        "parentTrimmed": False,
+        "startingSequenceNumber": "000000000000000000100",
+        "endingSequenceNumber": "000000000000000000199",
+        "open": False,
+        "createdHint": "2025-11-29T06:31:20Z",
+        "children": [sid("bbbbbbbb", 1000), sid("cccccccc", 1000)],
+    }
+    trimmed_child = by_id[sid("eeeeeeee", 3000)]
+    assert trimmed_child["parentTrimmed"] is True
+    assert trimmed_child["parentShardId"] == sid("99999999", -5000)
+    assert trimmed_child["open"] is True
+    assert by_id[sid("ffffffff", 4000)]["open"] is False
+    assert by_id[sid("ffffffff", 4000)]["endingSequenceNumber"] is None
+
+
+# -- --from -------------------------------------------------------------------------------
+
+
+def test_parse_position_forms() -> None:
+    assert parse_position("trim-horizon") is TRIM_HORIZON
+    assert parse_position("TRIM-HORIZON") is TRIM_HORIZON
+    assert parse_position("latest") is LATEST
+    assert parse_position("at:123") == AtSequence("123")
+    assert parse_position("after:000123") == AfterSequence("000123")
+
+
+# -- main: usage errors -------------------------------------------------------------------
+
+
+def one_error_line(err: str) -> str:
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("ddbstreams: error: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize("value", ["bogus", "at:", "at:12a", "after:-1", "since:5", "latest:1"])
+def test_bad_from_is_a_one_line_usage_error(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tail", "orders", "--from", value]) == 2
+
+    out, err = capsys.readouterr()
+    line = one_error_line(err)
+    assert f"invalid position {value!r}" in line
+    assert "trim-horizon, latest, at:SEQ or after:SEQ" in line
+    assert out == ""
+
+
+@pytest.mark.parametrize("flag", ["--follow", "-f"])
+def test_follow_is_not_available_yet(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tail", "orders", flag]) == 2
+
+    line = one_error_line(capsys.readouterr().err)
+    assert "--follow is not available in this version" in line
+    assert "follow mode" in line
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        ([], "required: COMMAND"),
+        (["nope"], "invalid choice: 'nope'"),
+        (["tail"], "required: STREAM"),
+        (["tail", "orders", "--max-records", "0"], "positive whole number"),
+        (["tail", "orders", "--max-records", "x"], "positive whole number"),
+        (["tail", "orders", "--format", "xml"], "invalid choice: 'xml'"),
+        (["describe", "orders", "--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
+def test_usage_errors_are_one_line_with_status_2(
+    argv: list[str], fragment: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+
+    assert fragment in one_error_line(capsys.readouterr().err)
+
+
+def test_help_and_version_exit_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    assert "tail" in capsys.readouterr().out
+    assert main(["tail", "--help"]) == 0
+    assert "--max-records" in capsys.readouterr().out
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("ddbstreams ")
+
+
+# -- main: driving a stand-in reader ------------------------------------------------------
+
+
+class FakeReader:
+    """Stands in for StreamReader: yields prepared batches, records how it was used."""
+
+    instances: list[FakeReader] = []
+    batches_to_yield: list[list[Record]] = []
+    error_on_enter: BaseException | None = None
+
+    def __init__(self, stream: str, **kwargs: Any) -> None:
+        self.stream = stream
+        self.kwargs = kwargs
+        self.entered = False
+        self.exited = False
+        FakeReader.instances.append(self)
+
+    async def __aenter__(self) -> FakeReader:
+        if FakeReader.error_on_enter is not None:
+            raise FakeReader.error_on_enter
+        self.entered = True
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.exited = True
+
+    async def batches(self, max_size: int = 1000) -> AsyncIterator[list[Record]]:
+        for batch in FakeReader.batches_to_yield:
+            yield batch
+
+
+@pytest.fixture
+def fake_reader(monkeypatch: pytest.MonkeyPatch) -> type[FakeReader]:
+    FakeReader.instances = []
+    FakeReader.error_on_enter = None
+    parser = DefaultParser()
+    FakeReader.batches_to_yield = [
+        parser.parse_records(
+            [
+                wire_record("INSERT", new={"pk": {"S": f"k{i}"}}, keys={"pk": {"S": f"k{i}"}})
+                for i in range(start, start + 3)
+            ],
+            SHARD,
+        )
+        for start in (0, 3, 6)
+    ]
+    monkeypatch.setattr(_cli, "StreamReader", FakeReader)
+    return FakeReader
+
+
+def test_tail_passes_options_to_the_reader(
+    fake_reader: type[FakeReader], capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["tail", "orders", "--from", "after:42", "--endpoint-url", "http://x:1"]
+    assert main([*argv, "--region", "eu-west-1", "--raw"]) == 0
+
+    (reader,) = fake_reader.instances
+    assert reader.stream == "orders"
+    assert reader.kwargs["start"] == AfterSequence("42")
+    assert reader.kwargs["follow"] is False
+    assert reader.kwargs["endpoint_url"] == "http://x:1"
+    assert reader.kwargs["region_name"] == "eu-west-1"
+    assert isinstance(reader.kwargs["parser"], RawParser)
+    lines = capsys.readouterr().out.splitlines()
+    assert [json.loads(line)["keys"]["pk"] for line in lines] == [f"k{i}" for i in range(9)]
+
+
+def test_tail_max_records_stops_and_closes_the_reader(
+    fake_reader: type[FakeReader], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["tail", "orders", "--max-records", "4"]) == 0
+
+    (reader,) = fake_reader.instances
+    assert reader.exited
+    assert isinstance(reader.kwargs["parser"], DefaultParser)
+    lines = capsys.readouterr().out.splitlines()
+    assert [json.loads(line)["keys"]["pk"] for line in lines] == ["k0", "k1", "k2", "k3"]
+
+
+def test_tail_pretty_format(
+    fake_reader: type[FakeReader], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["tail", "orders", "--format", "pretty", "--max-records", "2"]) == 0
+
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == 'INSERT pk="k0"'
+    assert out.count("INSERT") == 2
+    assert "\x1b[" not in out  # not a terminal: no colour
+
+
+class BrokenPipeBuffer(io.RawIOBase):
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_tail_broken_pipe_exits_0_quietly(
+    fake_reader: type[FakeReader],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    broken = io.TextIOWrapper(io.BufferedWriter(BrokenPipeBuffer(), buffer_size=16))
+    monkeypatch.setattr(sys, "stdout", broken)
+
+    assert main(["tail", "orders"]) == 0
+
+    assert capsys.readouterr().err == ""
+    assert fake_reader.instances[0].exited
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "message"),
+    [
+        (StreamNotFoundError("stream arn:x not found"), 1, "stream arn:x not found"),
+        (EndpointConnectionError("cannot reach\nhttp://127.0.0.1:9"), 1, "cannot reach http"),
+        (CredentialsError("no AWS credentials found"), 1, "no AWS credentials found"),
+        (InvalidStreamArnError("'arn:nope' is not a stream ARN"), 2, "is not a stream ARN"),
+        (StreamNotFoundError(), 1, "StreamNotFoundError"),
+        (RuntimeError("boom"), 1, "internal error: RuntimeError: boom"),
+    ],
+)
+def test_runtime_errors_are_one_line(
+    fake_reader: type[FakeReader],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    error: BaseException,
+    status: int,
+    message: str,
+) -> None:
+    monkeypatch.delenv("DDBSTREAMS_DEBUG", raising=False)
+    fake_reader.error_on_enter = error
+
+    assert main(["tail", "orders"]) == status
+
+    out, err = capsys.readouterr()
+    assert message in one_error_line(err)
+    assert out == ""
+
+
+def test_keyboard_interrupt_exits_130(
+    fake_reader: type[FakeReader], capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_reader.error_on_enter = KeyboardInterrupt()
+
+    assert main(["tail", "orders"]) == 130
+
+    assert "Traceback" not in capsys.readouterr().err
