@@ -149,6 +149,21 @@ def test_custom_parser_gets_the_raw_records() -> None:
     assert ids == [raw["eventID"] for raw in EVENT["Records"]]
 
 
+def test_tumbling_window_event_names_its_shard() -> None:
+    event = _event()
+    event.update(
+        window={"start": "2020-07-30T17:00:00Z", "end": "2020-07-30T17:05:00Z"},
+        state={"1": "state1"},
+        shardId="shardId-00000001600000000000-0123abcd",
+        eventSourceARN=ARN,
+        isFinalInvokeForWindow=False,
+        isWindowTerminatedEarly=False,
+    )
+    records = parse_lambda_event(event)
+    assert [r.shard_id for r in records] == ["shardId-00000001600000000000-0123abcd"] * 3
+    assert records[0].keys == {"Id": 101}
+
+
 def test_empty_records() -> None:
     assert parse_lambda_event({"Records": []}) == []
 

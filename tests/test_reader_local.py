@@ -58,15 +58,18 @@ async def test_insert_modify_remove_in_order(ddb_local: DynamoDBLocal, source_ta
         ("REMOVE", {"pk": "a"}),
     ]
     insert, modify, _, remove = records
-    assert insert.new_image == {"pk": "a", "v": 1} and insert.old_image is None
+    assert insert.new_image == {"pk": "a", "v": 1}
+    assert insert.old_image is None
     assert modify.old_image == {"pk": "a", "v": 1}
     assert modify.new_image == {"pk": "a", "v": 2, "w": "x"}
-    assert remove.new_image is None and remove.old_image == {"pk": "a", "v": 2, "w": "x"}
+    assert remove.new_image is None
+    assert remove.old_image == {"pk": "a", "v": 2, "w": "x"}
     sequence_numbers = [int(r.sequence_number) for r in records]
     assert sequence_numbers == sorted(sequence_numbers)
     assert len({r.event_id for r in records}) == 4
     shard_ids = {r.shard_id for r in records}
-    assert len(shard_ids) == 1 and next(iter(shard_ids)).startswith("shardId-")
+    assert len(shard_ids) == 1
+    assert next(iter(shard_ids)).startswith("shardId-")
     for record in records:
         assert record.approximate_creation_time.tzinfo is not None
         assert record.event_source == "aws:dynamodb"
@@ -109,9 +112,11 @@ async def test_every_attribute_type_round_trips(
     assert record.new_image == EVERY_TYPE
     image = record.new_image
     assert image is not None
-    assert type(image["n_38"]) is int and type(image["n_dec"]) is Decimal
+    assert type(image["n_38"]) is int
+    assert type(image["n_dec"]) is Decimal
     assert str(image["n_38_frac"]) == "-0.12345678901234567890123456789012345678"
-    assert type(image["b"]) is bytes and type(image["ss"]) is set
+    assert type(image["b"]) is bytes
+    assert type(image["ss"]) is set
 
 
 async def test_raw_parser_keeps_dynamodb_json(ddb_local: DynamoDBLocal, source_table: Any) -> None:
@@ -264,7 +269,9 @@ async def test_checkpoint_of_another_stream_is_refused(
         await read_all(source_table.stream_arn, ddb_local, start=other)
 
 
-async def test_sequence_number_held_by_no_shard(ddb_local: DynamoDBLocal, source_table: Any) -> None:
+async def test_sequence_number_held_by_no_shard(
+    ddb_local: DynamoDBLocal, source_table: Any
+) -> None:
     source_table.put({"pk": "x"})
     # Below the shard's StartingSequenceNumber: no listed shard's range holds it.
     with pytest.raises(ddbstreams.InvalidPositionError, match="0" * 21):

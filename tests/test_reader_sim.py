@@ -61,9 +61,7 @@ async def read_all(sim: StreamSimulator, **kwargs: Any) -> list[ddbstreams.Recor
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 async def test_lineage_through_rollovers_and_splits(seed: int) -> None:
-    sim = StreamSimulator(
-        partitions=3, seed=seed, describe_page_limit=3, empty_page_rate=0.3
-    )
+    sim = StreamSimulator(partitions=3, seed=seed, describe_page_limit=3, empty_page_rate=0.3)
     churn(sim, items=40, rounds=25, seed=seed)
     assert len(sim.history) > 300
 
@@ -133,7 +131,9 @@ async def test_resume_from_checkpoint_across_new_rollovers_and_splits(stop_after
     churn(sim, items=25, rounds=8, seed=stop_after)
 
     first: list[ddbstreams.Record] = []
-    async with ddbstreams.StreamReader(sim.stream_arn, client=sim.client(), page_limit=10) as reader:
+    async with ddbstreams.StreamReader(
+        sim.stream_arn, client=sim.client(), page_limit=10
+    ) as reader:
         async for record in reader:
             first.append(record)
             if len(first) == stop_after:
@@ -178,9 +178,8 @@ async def test_latest_single_pass_reads_nothing_but_checkpoints_the_open_shards(
         checkpoint = reader.checkpoint()
 
     assert records == []
-    assert checkpoint.pending and all(
-        start.iterator_type == "LATEST" for start in checkpoint.pending.values()
-    )
+    assert checkpoint.pending
+    assert all(start.iterator_type == "LATEST" for start in checkpoint.pending.values())
 
 
 async def test_position_held_by_no_shard_is_a_clear_error() -> None:
@@ -197,7 +196,9 @@ async def test_leaving_early_stops_every_fetcher() -> None:
     churn(sim, items=50, rounds=10, seed=23)
     before = asyncio.all_tasks()
 
-    async with ddbstreams.StreamReader(sim.stream_arn, client=sim.client(), buffer_pages=1) as reader:
+    async with ddbstreams.StreamReader(
+        sim.stream_arn, client=sim.client(), buffer_pages=1
+    ) as reader:
         async for _ in reader:
             break
 
@@ -208,17 +209,17 @@ async def test_over_http_through_botocore() -> None:
     sim = StreamSimulator(partitions=2, seed=29, describe_page_limit=2, empty_page_rate=0.2)
     churn(sim, items=15, rounds=6, seed=29)
 
-    async with serve_simulator(sim) as endpoint_url:
-        async with (
-            ddbstreams.StreamsClient(
-                endpoint_url=endpoint_url,
-                region_name="us-east-1",
-                aws_access_key_id="test",
-                aws_secret_access_key="test",
-            ) as client,
-            ddbstreams.StreamReader(sim.table_name, client=client) as reader,
-        ):
-            records = [record async for record in reader]
+    async with (
+        serve_simulator(sim) as endpoint_url,
+        ddbstreams.StreamsClient(
+            endpoint_url=endpoint_url,
+            region_name="us-east-1",
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+        ) as client,
+        ddbstreams.StreamReader(sim.table_name, client=client) as reader,
+    ):
+        records = [record async for record in reader]
 
     assert_exactly_once_in_item_order(sim, records)
 
@@ -238,3 +239,50 @@ def test_blocking_read_raises_typed_errors() -> None:
         list(ddbstreams.read("arn:aws:dynamodb:bad", client=sim.client()))
     with pytest.raises(ddbstreams.ConfigurationError, match="follow"):
         list(ddbstreams.read(sim.stream_arn, client=sim.client(), follow=True))
+
+
+async def test_checkpoint_survives_trimming_of_finished_shards_but_not_of_unfinished() -> None:
+    sim = StreamSimulator(partitions=1, seed=41)
+    for i in range(5):
+        sim.put_item({"pk": f"old-{i}"})
+    (root,) = await shard_ids(sim)
+    (child,) = sim.roll_over(root)
+    for i in range(5):
+        sim.put_item({"pk": f"new-{i}"})
+
+    async with ddbstreams.StreamReader(sim.stream_arn, client=sim.client()) as reader:
+        first = [record async for record in reader]
+        done = reader.checkpoint()
+    assert root in done.finished
+    assert len(first) == 10
+
+    sim.trim(root)
+    sim.put_item({"pk": "newest"})
+    resumed = await read_all(sim, start=done)
+    assert [r.keys["pk"] for r in resumed] == ["newest"]
+
+    # A checkpoint still inside the root when the root is trimmed lost records: say so.
+    partial = ddbstreams.Checkpoint(
+        sim.stream_arn, positions={root: first[2].sequence_number, child: first[7].sequence_number}
+    )
+    with pytest.raises(ddbstreams.CheckpointError, match=root):
+        await read_all(sim, start=partial)
+
+
+async def test_at_sequence_finds_the_right_shard_among_overlapping_open_ranges() -> None:
+    # Three partitions open side by side: every open shard's range holds every new number.
+    sim = StreamSimulator(partitions=3, seed=43)
+    for i in range(60):
+        sim.put_item({"pk": f"item-{i}"})
+    by_shard: dict[str, list[str]] = defaultdict(list)
+    for change in sim.history:
+        by_shard[change.shard_id].append(change.sequence_number)
+    assert len(by_shard) == 3
+
+    for shard_id, sequence_numbers in by_shard.items():
+        target = sequence_numbers[len(sequence_numbers) // 2]
+        records = await read_all(sim, start=ddbstreams.at_sequence(target))
+        assert {r.shard_id for r in records} == {shard_id}
+        assert [r.sequence_number for r in records] == sequence_numbers[
+            len(sequence_numbers) // 2 :
+        ]

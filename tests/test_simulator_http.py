@@ -294,7 +294,12 @@ async def test_streams_client_over_http() -> None:
     sim = populated(partitions=2, seed=5, describe_page_limit=2)
     async with (
         serve_simulator(sim) as endpoint_url,
-        StreamsClient(endpoint_url=endpoint_url, region_name="us-east-1", **CREDENTIALS) as client,
+        StreamsClient(
+            endpoint_url=endpoint_url,
+            region_name="us-east-1",
+            aws_access_key_id="x",
+            aws_secret_access_key="x",
+        ) as client,
     ):
         assert await client.resolve_stream("simulated") == sim.stream_arn
         description = await client.describe_stream(sim.stream_arn)

@@ -526,9 +526,11 @@ def parse_lambda_event(event: Mapping[str, Any], parser: Parser[Any] | None = No
 
     The event looks like ``{"Records": [{"eventID", "eventName", "eventVersion",
     "eventSource": "aws:dynamodb", "awsRegion", "eventSourceARN", "dynamodb": {...},
-    "userIdentity"?}]}``. Records get ``shard_id=""`` (Lambda does not say which shard) and
-    ``event_source_arn`` from the event. ``parser`` defaults to :class:`DefaultParser`; pass
-    :class:`RawParser` to keep DynamoDB JSON.
+    "userIdentity"?}]}``. Records get ``event_source_arn`` from the event, and ``shard_id=""``
+    because Lambda does not say which shard a batch came from -- except in tumbling-window
+    invocations, whose event carries a top-level ``shardId`` that is then used. ``parser``
+    defaults to :class:`DefaultParser`; pass :class:`RawParser` to keep DynamoDB JSON, or
+    any :class:`~ddbstreams._parser.Parser` of your own.
 
     Raises ``ValueError`` saying what is wrong when the event is not a DynamoDB Streams
     event (no ``Records`` array, a record from another source such as SQS or Kinesis, a
@@ -564,7 +566,10 @@ def parse_lambda_event(event: Mapping[str, Any], parser: Parser[Any] | None = No
             raise ValueError(
                 f"not a DynamoDB Streams Lambda event: Records[{index}] has no 'dynamodb' object"
             )
-    return (parser or _DEFAULT).parse_records(raw_records, "")
+    shard_id = event.get("shardId")
+    return (parser or _DEFAULT).parse_records(
+        raw_records, shard_id if isinstance(shard_id, str) else ""
+    )
 
 
 _DEFAULT: Final[Parser[Record]] = DefaultParser()

@@ -287,9 +287,19 @@ class ShardGraph:
         the first in stable order. Raises InvalidPositionError for a non-numeric
         ``sequence_number``.
         """
+        holders = self.shards_holding(sequence_number)
+        return holders[0] if holders else None
+
+    def shards_holding(self, sequence_number: str) -> tuple[Shard, ...]:
+        """Every listed shard whose range holds ``sequence_number``, most likely first.
+
+        Ranges of shards open at the same time overlap (an open shard's range has no end),
+        so with several partitions more than one shard can hold a number; only reading
+        tells which one has the record. Order: largest starting sequence number first, then
+        stable order. Raises InvalidPositionError for a non-numeric ``sequence_number``.
+        """
         value = int(validate_sequence_number(sequence_number))
-        best: Shard | None = None
-        best_start = -1
+        found: list[tuple[int, Shard]] = []
         for shard in self._shards.values():
             start = -1
             if shard.starting_sequence_number is not None:
@@ -299,9 +309,10 @@ class ShardGraph:
             end = shard.ending_sequence_number
             if end is not None and value > int(end):
                 continue
-            if best is None or start > best_start:
-                best, best_start = shard, start
-        return best
+            found.append((start, shard))
+        # Stable sort: among equal starts the stable order of self._shards is kept.
+        found.sort(key=lambda entry: -entry[0])
+        return tuple(shard for _, shard in found)
 
     def topological_order(self) -> tuple[str, ...]:
         """Every listed shard once, each parent before its children.
@@ -366,7 +377,7 @@ class ReadPlan:
         return tuple(self.starts)
 
 
-def plan_reads(graph: ShardGraph, start: StartPosition) -> ReadPlan:
+def plan_reads(graph: ShardGraph, start: StartPosition, *, holder: str | None = None) -> ReadPlan:
     """Decide which listed shards a read starting at ``start`` covers, and where each begins.
 
     - ``TRIM_HORIZON``: every listed shard, each from its own TRIM_HORIZON.
@@ -388,6 +399,9 @@ def plan_reads(graph: ShardGraph, start: StartPosition) -> ReadPlan:
       named shard that is no longer listed still counts as the ancestor of its listed
       children. Named shards that are not listed go to ``missing_checkpoint_shards``.
 
+    ``holder`` names the shard known (by reading) to hold an at/after sequence number,
+    overriding the range-based choice when several shards' ranges hold it.
+
     Raises TypeError for anything that is not a start position.
     """
     if isinstance(start, TrimHorizon):
@@ -398,7 +412,7 @@ def plan_reads(graph: ShardGraph, start: StartPosition) -> ReadPlan:
             _frozen({sid: SHARD_LATEST for sid in graph.topological_order() if sid in leaves})
         )
     if isinstance(start, AtSequence | AfterSequence):
-        return _plan_sequence(graph, start)
+        return _plan_sequence(graph, start, holder)
     if isinstance(start, Checkpoint):
         return _plan_checkpoint(graph, start)
     raise TypeError(f"not a start position: {start!r}")
@@ -408,10 +422,12 @@ def _frozen(starts: dict[str, ShardStart]) -> Mapping[str, ShardStart]:
     return MappingProxyType(starts)
 
 
-def _plan_sequence(graph: ShardGraph, start: AtSequence | AfterSequence) -> ReadPlan:
+def _plan_sequence(
+    graph: ShardGraph, start: AtSequence | AfterSequence, holder_id: str | None
+) -> ReadPlan:
     seq = start.sequence_number
-    holder = graph.shard_holding(seq)
-    if holder is None:
+    holder = graph.shards.get(holder_id) if holder_id is not None else graph.shard_holding(seq)
+    if holder is None or not holder.holds(seq):
         raise InvalidPositionError(
             f"no listed shard's sequence number range holds {seq}: it may have been trimmed "
             "(records are kept for 24 hours) or belong to another stream"

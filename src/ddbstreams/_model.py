@@ -111,9 +111,7 @@ class Shard:
     def holds(self, sequence_number: str) -> bool:
         """Whether ``sequence_number`` falls in this shard's sequence number range."""
         value = int(sequence_number)
-        if self.starting_sequence_number is not None and value < int(
-            self.starting_sequence_number
-        ):
+        if self.starting_sequence_number is not None and value < int(self.starting_sequence_number):
             return False
         return self.ending_sequence_number is None or value <= int(self.ending_sequence_number)
 

@@ -9,10 +9,10 @@ from typing import Any, Protocol, TypeVar
 
 __all__ = ["Parser"]
 
-T_co = TypeVar("T_co", covariant=True)
+T = TypeVar("T")
 
 
-class Parser(Protocol[T_co]):
+class Parser(Protocol[T]):
     """Turns wire records (as ``orjson.loads`` gives them) into user-facing objects.
 
     ``raw_records`` are the elements of the ``Records`` array of one GetRecords response, in
@@ -21,4 +21,4 @@ class Parser(Protocol[T_co]):
     expensive state once in ``__init__``.
     """
 
-    def parse_records(self, raw_records: list[dict[str, Any]], shard_id: str) -> list[T_co]: ...
+    def parse_records(self, raw_records: list[dict[str, Any]], shard_id: str) -> list[T]: ...

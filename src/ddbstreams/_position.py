@@ -34,7 +34,7 @@ _SEQUENCE = re.compile(r"^\d{1,40}$")
 
 def validate_sequence_number(sequence_number: str) -> str:
     """Return ``sequence_number`` if it is a numeric string, else raise InvalidPositionError."""
-    if not isinstance(sequence_number, str) or _SEQUENCE.match(sequence_number) is None:
+    if not isinstance(sequence_number, str) or _SEQUENCE.fullmatch(sequence_number) is None:
         raise InvalidPositionError(
             f"invalid sequence number {sequence_number!r}: expected a string of 1 to 40 digits"
         )
@@ -154,9 +154,7 @@ class Checkpoint:
 
 StartPosition = TrimHorizon | Latest | AtSequence | AfterSequence | Checkpoint
 
-ShardIteratorType = Literal[
-    "TRIM_HORIZON", "LATEST", "AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER"
-]
+ShardIteratorType = Literal["TRIM_HORIZON", "LATEST", "AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +175,7 @@ class ShardStart:
             validate_sequence_number(self.sequence_number)
 
     def to_json(self) -> dict[str, str]:
-        out = {"type": self.iterator_type}
+        out: dict[str, str] = {"type": self.iterator_type}
         if self.sequence_number is not None:
             out["sequence_number"] = self.sequence_number
         return out

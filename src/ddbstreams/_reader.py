@@ -26,18 +26,23 @@ from typing import Any, Generic, Self, TypeVar, cast, overload
 
 from ddbstreams._client import StreamsClient
 from ddbstreams._clock import Clock, SystemClock
-from ddbstreams._decode import DefaultParser
+from ddbstreams._decode import DefaultParser, RawParser
 from ddbstreams._errors import (
     CheckpointError,
     ConfigurationError,
     DDBStreamsError,
     ExpiredIteratorError,
+    InvalidPositionError,
+    TrimmedDataError,
+    ValidationError,
 )
 from ddbstreams._lineage import LineageTracker, ShardGraph, plan_reads
 from ddbstreams._model import Record, Shard
 from ddbstreams._parser import Parser
 from ddbstreams._position import (
     TRIM_HORIZON,
+    AfterSequence,
+    AtSequence,
     Checkpoint,
     ShardStart,
     StartPosition,
@@ -254,7 +259,10 @@ class StreamReader(Generic[T]):
         self._follow = follow
         self._client = client
         self._owns_client = client is None
-        self._client_args: dict[str, Any] = {"endpoint_url": endpoint_url, "region_name": region_name}
+        self._client_args: dict[str, Any] = {
+            "endpoint_url": endpoint_url,
+            "region_name": region_name,
+        }
         self._parser: Parser[T] = cast("Parser[T]", parser or DefaultParser())
         self._clock = clock or SystemClock()
         self._stream_arn: str | None = None
@@ -299,12 +307,31 @@ class StreamReader(Generic[T]):
             self._pass_started_at = self._clock.time()
             description = await client.describe_stream(self._stream_arn)
             graph = ShardGraph.from_shards(description.shards)
-            plan = plan_reads(graph, initial)
-            if plan.missing_checkpoint_shards:
-                missing = ", ".join(sorted(plan.missing_checkpoint_shards))
-                raise CheckpointError(
-                    f"the checkpoint names shards no longer in stream {self._stream_arn} "
-                    f"(trimmed after 24 hours?): {missing}"
+            holder = None
+            if isinstance(initial, AtSequence | AfterSequence):
+                holder = await _locate_record(
+                    client,
+                    self._stream_arn,
+                    graph.shards_holding(initial.sequence_number),
+                    initial.sequence_number,
+                )
+            plan = plan_reads(graph, initial, holder=holder)
+            if isinstance(initial, Checkpoint):
+                # A finished shard trimmed away lost nothing; an unfinished one did.
+                lost = plan.missing_checkpoint_shards & (
+                    set(initial.positions) | set(initial.pending)
+                )
+                if lost:
+                    raise CheckpointError(
+                        f"the checkpoint names unfinished shards no longer in stream "
+                        f"{self._stream_arn} (trimmed after 24 hours?): {', '.join(sorted(lost))}"
+                    )
+                # Forget what the service has forgotten, so checkpoints do not grow forever.
+                initial = Checkpoint(
+                    initial.stream_arn,
+                    initial.positions,
+                    initial.finished - plan.missing_checkpoint_shards,
+                    initial.pending,
                 )
         except BaseException:
             await self._close_client()
@@ -436,9 +463,7 @@ class StreamReader(Generic[T]):
                         )
                     if not tracker.running:
                         # Lineage guarantees progress; waiting here would hang silently.
-                        raise RuntimeError(
-                            f"no shard can start: waiting {sorted(tracker.waiting)}"
-                        )
+                        raise RuntimeError(f"no shard can start: waiting {sorted(tracker.waiting)}")
                     tracker.finish(await finished.get())
         except BaseExceptionGroup as group_error:
             error = _first_error(group_error)
@@ -524,6 +549,42 @@ class _ShardFetcher(Generic[T]):
                     break
                 await reader._clock.sleep(options.empty_page_delay)
         finished.put_nowait(shard_id)
+
+
+_PROBE_PAGES = 5
+
+
+async def _locate_record(
+    client: StreamsClient, stream_arn: str, candidates: tuple[Shard, ...], sequence_number: str
+) -> str | None:
+    """Which of ``candidates`` holds the record ``sequence_number``, found by reading.
+
+    Shards open side by side have overlapping ranges, so the range alone can name the wrong
+    shard. With one candidate (the usual case) nothing is read. Returns None when no
+    candidate shows the record within a few pages; the range-based choice then stands.
+    """
+    if len(candidates) < 2:
+        return None
+    parser = RawParser()
+    for shard in candidates:
+        try:
+            iterator: str | None = await client.get_shard_iterator(
+                stream_arn, shard.shard_id, ShardStart("AT_SEQUENCE_NUMBER", sequence_number)
+            )
+        except (InvalidPositionError, ValidationError, TrimmedDataError):
+            continue
+        for _ in range(_PROBE_PAGES):
+            if iterator is None:
+                break
+            page = await client.get_records(
+                iterator, shard_id=shard.shard_id, parser=parser, limit=1
+            )
+            if page.last_sequence_number is not None:
+                if page.last_sequence_number == sequence_number:
+                    return shard.shard_id
+                break
+            iterator = page.next_shard_iterator
+    return None
 
 
 async def _wait_quietly(task: asyncio.Task[None]) -> None:

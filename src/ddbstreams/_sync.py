@@ -9,14 +9,15 @@ paid once per page rather than once per record.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar, overload
 
-from ddbstreams._clock import Clock
 from ddbstreams._client import StreamsClient
+from ddbstreams._clock import Clock
 from ddbstreams._model import Record
 from ddbstreams._parser import Parser
 from ddbstreams._position import TRIM_HORIZON, Checkpoint, StartPosition
@@ -47,10 +48,8 @@ class _LoopThread:
             if not future.done():
                 future.cancel()
                 # Wait for the cancellation to finish so no task is left running.
-                try:
+                with contextlib.suppress(BaseException):
                     future.exception(timeout=30)
-                except BaseException:  # noqa: S110 - only waiting; the first error wins
-                    pass
             raise
 
     def close(self) -> None:

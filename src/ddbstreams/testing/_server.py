@@ -133,7 +133,9 @@ class SimulatorServer:
     the test's thread are safe while the server runs.
     """
 
-    def __init__(self, simulator: StreamSimulator, *, host: str = "127.0.0.1", port: int = 0):
+    def __init__(
+        self, simulator: StreamSimulator, *, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         self.simulator = simulator
         self._host = host
         self._port = port

@@ -38,6 +38,7 @@ import asyncio
 import base64
 import binascii
 import bisect
+import copy
 import hashlib
 import random
 import re
@@ -389,7 +390,7 @@ class StreamSimulator:
 
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
-        self._seed = seed
+        self._listing_key = hashlib.sha256(repr(seed).encode()).digest()
         self._next_seq = first_sequence_number
         self._last_seq = first_sequence_number - 1
         self._created_at = self.clock.time()
@@ -469,7 +470,8 @@ class StreamSimulator:
         """
         new_wire = encode_item(item)
         key_wire = self._key_wire(new_wire)
-        new_plain = dict(item)
+        # A deep copy: the caller may mutate nested values later; history must not change.
+        new_plain = copy.deepcopy(dict(item))
         with self._lock:
             ikey = self._internal_key(key_wire)
             old = self._items.get(ikey)
@@ -638,7 +640,7 @@ class StreamSimulator:
             # A keyed hash of the id: a fixed permutation for one seed, unaffected by shards
             # created between two pages, so ExclusiveStartShardId pagination stays consistent.
             digest = hashlib.blake2b(
-                shard_id.encode(), digest_size=8, key=self._seed.to_bytes(16, "big", signed=True)
+                shard_id.encode(), digest_size=8, key=self._listing_key
             ).digest()
         else:
             digest = b""
