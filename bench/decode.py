@@ -204,7 +204,7 @@ def main() -> int:
     body = build_page()
     baseline = _botocore_pipeline()
     _check(body, baseline)
-    repeats = 15
+    repeats = 25
     results = _time(
         {
             "ddbstreams DefaultParser": _ddbstreams,

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
+import ddbstreams
 from ddbstreams import _decode
 from ddbstreams._decode import (
     DefaultParser,
@@ -524,11 +525,13 @@ def test_body_last_page_of_a_shard_has_records_and_no_iterator() -> None:
 )
 def test_body_empty_page(body: bytes) -> None:
     page = parse_get_records_body(body, SHARD, DefaultParser())
-    assert page == RecordsPage([], "iter", None, None)
+    assert page == RecordsPage([], "iter", None, None, [])
 
 
 def test_body_empty_and_ended() -> None:
-    assert parse_get_records_body(b"{}", SHARD, RawParser()) == RecordsPage([], None, None, None)
+    assert parse_get_records_body(b"{}", SHARD, RawParser()) == RecordsPage(
+        [], None, None, None, []
+    )
 
 
 def test_body_with_raw_and_custom_parsers() -> None:
@@ -536,6 +539,7 @@ def test_body_with_raw_and_custom_parsers() -> None:
     body = _body(Records=raws, NextShardIterator="it")
     page = parse_get_records_body(body, SHARD, RawParser())
     assert page.records[0].keys == KEYS
+    assert page.sequence_numbers == ["1" * 21, "2" * 21]
 
     class Sequences:
         def parse_records(self, raw_records: list[dict[str, Any]], shard_id: str) -> list[str]:
@@ -696,3 +700,21 @@ def test_dumps_plain_json_other_containers_and_numbers() -> None:
         "mixed_set": ["a", 1],  # mixed types: sorted by repr, still deterministic
         "tuple": [Decimal("1.25"), "AA=="],
     }
+
+
+def test_dynamodb_local_empty_nested_map_quirk() -> None:
+    # DynamoDB Local 3.x writes an empty map nested in a map as {} in stream records.
+    raw = _raw(seq="3" * 21)
+    raw["dynamodb"]["NewImage"] = {"m": {"M": {"empty": {}, "x": {"M": {"y": {}}}}}}
+    page = parse_get_records_body(_body(Records=[raw, _raw(seq="4" * 21)]), SHARD, DefaultParser())
+    assert page.records[0].new_image == {"m": {"empty": {}, "x": {"y": {}}}}
+    assert [r.sequence_number for r in page.records] == ["3" * 21, "4" * 21]
+
+
+def test_malformed_record_is_a_typed_error() -> None:
+    raw = _raw(seq="5" * 21)
+    raw["dynamodb"]["NewImage"] = {"a": {"XX": "1"}}
+    with pytest.raises(ddbstreams.MalformedRecordError, match="XX"):
+        parse_get_records_body(_body(Records=[raw]), SHARD, DefaultParser())
+    with pytest.raises(ddbstreams.MalformedRecordError, match="not JSON"):
+        parse_get_records_body(b"{not json", SHARD, DefaultParser())

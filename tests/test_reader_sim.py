@@ -237,8 +237,10 @@ def test_blocking_read_raises_typed_errors() -> None:
     sim = StreamSimulator(partitions=1, seed=37)
     with pytest.raises(ddbstreams.InvalidStreamArnError):
         list(ddbstreams.read("arn:aws:dynamodb:bad", client=sim.client()))
-    with pytest.raises(ddbstreams.ConfigurationError, match="follow"):
-        list(ddbstreams.read(sim.stream_arn, client=sim.client(), follow=True))
+    with pytest.raises(ddbstreams.InvalidPositionError):
+        list(
+            ddbstreams.read(sim.stream_arn, client=sim.client(), start=ddbstreams.at_sequence("1"))
+        )
 
 
 async def test_checkpoint_survives_trimming_of_finished_shards_but_not_of_unfinished() -> None:
@@ -261,12 +263,17 @@ async def test_checkpoint_survives_trimming_of_finished_shards_but_not_of_unfini
     resumed = await read_all(sim, start=done)
     assert [r.keys["pk"] for r in resumed] == ["newest"]
 
-    # A checkpoint still inside the root when the root is trimmed lost records: say so.
+    # A checkpoint still inside the root when the root is trimmed lost records: by default
+    # the gap is reported and reading goes on; with on_trimmed="raise" it is an error.
     partial = ddbstreams.Checkpoint(
         sim.stream_arn, positions={root: first[2].sequence_number, child: first[7].sequence_number}
     )
+    events: list[ddbstreams.ReaderEvent] = []
+    after_gap = await read_all(sim, start=partial, on_event=events.append)
+    assert [r.keys["pk"] for r in after_gap] == ["new-3", "new-4", "newest"]
+    assert ddbstreams.RecordsTrimmed(root, first[2].sequence_number, shard_gone=True) in events
     with pytest.raises(ddbstreams.CheckpointError, match=root):
-        await read_all(sim, start=partial)
+        await read_all(sim, start=partial, on_trimmed="raise")
 
 
 async def test_at_sequence_finds_the_right_shard_among_overlapping_open_ranges() -> None:

@@ -7,9 +7,15 @@ tour; ``ddbstreams.testing`` has a stream simulator and pytest fixtures, and
 """
 
 from ddbstreams._backoff import RetryPolicy
-from ddbstreams._client import StreamsClient
+from ddbstreams._client import RetryNotice, StreamsClient
 from ddbstreams._clock import Clock, SystemClock
-from ddbstreams._decode import DefaultParser, RawParser, parse_lambda_event
+from ddbstreams._decode import (
+    DefaultParser,
+    RawParser,
+    decode_map,
+    decode_value,
+    parse_lambda_event,
+)
 from ddbstreams._errors import (
     AccessDeniedError,
     CheckpointError,
@@ -21,6 +27,7 @@ from ddbstreams._errors import (
     InvalidPositionError,
     InvalidStreamArnError,
     LocalEngineError,
+    MalformedRecordError,
     ServiceError,
     ShardNotFoundError,
     StreamNotEnabledError,
@@ -29,6 +36,18 @@ from ddbstreams._errors import (
     ThrottledError,
     TrimmedDataError,
     ValidationError,
+)
+from ddbstreams._events import (
+    IteratorRefreshed,
+    ReaderError,
+    ReaderEvent,
+    RecordsTrimmed,
+    RequestRetried,
+    ShardFinished,
+    ShardsDiscovered,
+    ShardStarted,
+    StreamDisabled,
+    Throttled,
 )
 from ddbstreams._lineage import ShardGraph
 from ddbstreams._model import (
@@ -53,7 +72,7 @@ from ddbstreams._position import (
     after_sequence,
     at_sequence,
 )
-from ddbstreams._reader import ReaderOptions, StreamReader
+from ddbstreams._reader import ReaderOptions, StreamReader, TrimmedPolicy
 from ddbstreams._sync import BlockingStreamReader, read
 
 __version__ = "0.1.0"
@@ -76,21 +95,32 @@ __all__ = [
     "ExpiredIteratorError",
     "InvalidPositionError",
     "InvalidStreamArnError",
+    "IteratorRefreshed",
     "Latest",
     "LocalEngineError",
+    "MalformedRecordError",
     "Parser",
     "RawParser",
+    "ReaderError",
+    "ReaderEvent",
     "ReaderOptions",
     "Record",
     "RecordsPage",
+    "RecordsTrimmed",
+    "RequestRetried",
+    "RetryNotice",
     "RetryPolicy",
     "ServiceError",
     "Shard",
+    "ShardFinished",
     "ShardGraph",
     "ShardNotFoundError",
     "ShardStart",
+    "ShardStarted",
+    "ShardsDiscovered",
     "StartPosition",
     "StreamDescription",
+    "StreamDisabled",
     "StreamNotEnabledError",
     "StreamNotFoundError",
     "StreamReader",
@@ -98,14 +128,18 @@ __all__ = [
     "StreamsClient",
     "SystemClock",
     "TableNotFoundError",
+    "Throttled",
     "ThrottledError",
     "TrimHorizon",
     "TrimmedDataError",
+    "TrimmedPolicy",
     "UserIdentity",
     "ValidationError",
     "__version__",
     "after_sequence",
     "at_sequence",
+    "decode_map",
+    "decode_value",
     "parse_lambda_event",
     "read",
 ]

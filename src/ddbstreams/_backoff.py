@@ -23,6 +23,8 @@ __all__ = [
     "backoff_cap",
     "backoff_delay",
     "classify",
+    "idle_poll_delay",
+    "next_call_slot",
 ]
 
 Decision = Literal["retry", "retry_connection", "fail"]
@@ -149,3 +151,30 @@ def classify(code: str, status: int | None) -> Decision:
     if status is not None and 500 <= status <= 599:
         return "retry"
     return "fail"
+
+
+def idle_poll_delay(base_delay: float, max_delay: float, empty_pages: int) -> float:
+    """How long a follow reader waits before polling an open shard again.
+
+    After a page with records there is no wait (``empty_pages == 0``); after the n-th
+    consecutive empty page the wait is ``base_delay * 2 ** (n - 1)``, capped at
+    ``max_delay``. The cap bounds the delivery latency of a long-idle shard, the base
+    keeps a busy shard's latency low, and the doubling keeps idle shards cheap.
+    """
+    if empty_pages <= 0:
+        return 0.0
+    # min() before the power would overflow for huge counts; the cap is reached long before.
+    return min(max_delay, base_delay * 2.0 ** min(empty_pages - 1, 60))
+
+
+def next_call_slot(previous_slots: list[float], now: float, rate: float, window: float) -> float:
+    """Earliest time at or after ``now`` a call may start so at most ``rate * window`` calls
+    start in any ``window`` seconds, given the start times of earlier calls (ascending).
+
+    Used to keep DescribeStream within its 10 calls/s limit across every task of a reader.
+    """
+    allowed = max(1, int(rate * window))
+    recent = [slot for slot in previous_slots if slot > now - window]
+    if len(recent) < allowed:
+        return now
+    return recent[-allowed] + window

@@ -52,7 +52,13 @@ from ddbstreams._parser import Parser
 from ddbstreams._position import ShardStart
 from ddbstreams._transport import Transport, TransportError
 
-__all__ = ["DESCRIBE_STREAM_PAGE_LIMIT", "StreamsClient", "map_transport_error"]
+__all__ = [
+    "DESCRIBE_STREAM_PAGE_LIMIT",
+    "RetryListener",
+    "RetryNotice",
+    "StreamsClient",
+    "map_transport_error",
+]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -83,6 +89,26 @@ _CREDENTIALS_HELP: Final = (
     "AWS_SECRET_ACCESS_KEY environment variables, or configure a profile (AWS_PROFILE, "
     "~/.aws/credentials); DynamoDB Local accepts any non-empty keys"
 )
+
+
+@dataclass(frozen=True, slots=True)
+class RetryNotice:
+    """A failed call about to be retried: what failed, why, and how long the client waits.
+
+    ``throttled`` tells throttling (LimitExceeded/Throttling) apart from 5xx and connection
+    failures. Given to the listeners of :meth:`StreamsClient.add_retry_listener`.
+    """
+
+    operation: str
+    code: str
+    attempt: int
+    delay: float
+    throttled: bool
+    stream_arn: str | None
+    shard_id: str | None
+
+
+RetryListener = Callable[[RetryNotice], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,6 +324,21 @@ class StreamsClient:
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._rng = rng if rng is not None else random.Random()
         self._closed = False
+        self._retry_listeners: list[RetryListener] = []
+
+    def add_retry_listener(self, listener: RetryListener) -> Callable[[], None]:
+        """Call ``listener`` before every retry sleep; returns a function that removes it.
+
+        Listeners run on the event loop, synchronously: keep them short. An exception in a
+        listener is logged and otherwise ignored.
+        """
+        self._retry_listeners.append(listener)
+
+        def remove() -> None:
+            if listener in self._retry_listeners:
+                self._retry_listeners.remove(listener)
+
+        return remove
 
     @property
     def transport(self) -> Transport:
@@ -363,6 +404,8 @@ class StreamsClient:
                         attempts=attempts,
                     ) from error
                 delay = backoff_delay(policy, attempts, self._rng.random())
+                if self._retry_listeners:
+                    self._notify_retry(operation, error.code, attempts, delay, target)
                 log.debug(
                     "%s on %s failed (%s), attempt %d; retrying in %.3fs",
                     operation,
@@ -372,6 +415,24 @@ class StreamsClient:
                     delay,
                 )
                 await self._clock.sleep(delay)
+
+    def _notify_retry(
+        self, operation: str, code: str, attempt: int, delay: float, target: _Target
+    ) -> None:
+        notice = RetryNotice(
+            operation,
+            code,
+            attempt,
+            delay,
+            code in THROTTLING_CODES,
+            target.stream_arn,
+            target.shard_id,
+        )
+        for listener in list(self._retry_listeners):
+            try:
+                listener(notice)
+            except Exception:
+                log.exception("retry listener %r failed", listener)
 
     async def _call(
         self, operation: str, params: dict[str, Any], target: _Target

@@ -51,6 +51,7 @@ from typing import Any, Final, TypeVar, overload
 
 import orjson
 
+from ddbstreams._errors import MalformedRecordError
 from ddbstreams._model import Record, RecordsPage, UserIdentity
 from ddbstreams._parser import Parser
 
@@ -226,7 +227,11 @@ def _diagnose(av: Any) -> ValueError:
     return ValueError(f"malformed DynamoDB attribute value {av!r:.120}")  # pragma: no cover
 
 
-def _decode_checked(av: Any) -> Any:
+def _decode_checked(av: Any, lenient: bool = False) -> Any:
+    if lenient and type(av) is dict and not av:
+        # DynamoDB Local 3.x writes an empty map nested in a map as {} instead of
+        # {"M": {}} in stream records (GetItem shows {"M": {}}); read it as the empty map.
+        return {}
     if not isinstance(av, dict) or len(av) != 1:
         raise _bad_attribute(av)
     ((tag, v),) = av.items()
@@ -249,11 +254,11 @@ def _decode_checked(av: Any) -> Any:
     if tag == "M":
         if not isinstance(v, dict):
             raise ValueError(f"M must hold an object: {av!r:.120}")
-        return {k: _decode_checked(x) for k, x in v.items()}
+        return {k: _decode_checked(x, lenient) for k, x in v.items()}
     if not isinstance(v, list):
         raise ValueError(f"{tag} must hold an array: {av!r:.120}")
     if tag == "L":
-        return [_decode_checked(x) for x in v]
+        return [_decode_checked(x, lenient) for x in v]
     if tag == "SS":
         if not all(type(x) is str for x in v):
             raise ValueError(f"SS members must be strings: {av!r:.120}")
@@ -391,9 +396,23 @@ def _records(
                 )
             )
     except (*_DECODE_ERRORS, OverflowError, OSError) as exc:
-        # The fast path checks nothing; say what is wrong now, keeping the original cause.
-        raise _diagnose_record(raw, decode is not None) from exc
+        if decode is None or decode is _decode_lenient_map:
+            raise _diagnose_record(raw, decode is not None) from exc
+        # The fast path checks nothing. Go on record by record with the careful decoder,
+        # which also reads DynamoDB Local's quirks; it says what is wrong if it fails too.
+        done = len(out)
+        try:
+            out.extend(_records(raw_records[done : done + 1], shard_id, _decode_lenient_map))
+        except MalformedRecordError as careful:
+            raise careful from exc
+        out.extend(_records(raw_records[done + 1 :], shard_id, decode))
     return out
+
+
+def _decode_lenient_map(m: dict[str, Any]) -> dict[str, Any]:
+    decoded = _decode_checked({"M": m}, lenient=True)
+    assert isinstance(decoded, dict)
+    return decoded
 
 
 _REQUIRED: Final = (
@@ -425,34 +444,34 @@ def _missing_field(
     return None
 
 
-def _diagnose_record(raw: Any, decode: bool) -> ValueError:
+def _diagnose_record(raw: Any, decode: bool) -> MalformedRecordError:
     """The error for a stream record the fast path failed on, saying what is wrong."""
     where = f"malformed stream record {raw!r:.200}"
     if not isinstance(raw, dict):
-        return ValueError(f"{where}: not an object")
+        return MalformedRecordError(f"{where}: not an object")
     problem = _missing_field(raw, _REQUIRED, "") or _missing_field(
         raw["dynamodb"], _REQUIRED_DYNAMODB, "dynamodb."
     )
     if problem:
-        return ValueError(f"{where}: {problem}")
+        return MalformedRecordError(f"{where}: {problem}")
     ddb = raw["dynamodb"]
     for name in ("NewImage", "OldImage"):
         if ddb.get(name) is not None and not isinstance(ddb[name], dict):
-            return ValueError(f"{where}: dynamodb.{name} is not an object")
+            return MalformedRecordError(f"{where}: dynamodb.{name} is not an object")
     try:
         _fromtimestamp(ddb["ApproximateCreationDateTime"], UTC)
         if raw.get("userIdentity") is not None:
             _user_identity(raw["userIdentity"])
     except (OverflowError, OSError, ValueError, AttributeError) as exc:
-        return ValueError(f"{where}: {exc}")
+        return MalformedRecordError(f"{where}: {exc}")
     if decode:
         for name in ("Keys", "NewImage", "OldImage"):
             if ddb.get(name) is not None:
                 try:
-                    _decode_checked({"M": ddb[name]})
+                    _decode_checked({"M": ddb[name]}, lenient=True)
                 except ValueError as exc:
-                    return ValueError(f"{where}: in dynamodb.{name}: {exc}")
-    return ValueError(where)  # pragma: no cover - the fast path failed for another reason
+                    return MalformedRecordError(f"{where}: in dynamodb.{name}: {exc}")
+    return MalformedRecordError(where)  # pragma: no cover - the fast path failed for another reason
 
 
 class DefaultParser:
@@ -489,20 +508,23 @@ def parse_get_records_body(body: bytes, shard_id: str, parser: Parser[T]) -> Rec
     ``Records`` may be missing or empty; a missing or null ``NextShardIterator`` means the
     shard has ended (``next_shard_iterator`` is ``None``). ``last_sequence_number`` and
     ``last_creation_time`` (epoch seconds) come from the last raw record, or are ``None`` for
-    an empty page. Raises ``ValueError`` (``orjson.JSONDecodeError`` is one) for a body that
-    is not a GetRecords response, and whatever ``parser`` raises.
+    an empty page. Raises :class:`~ddbstreams.MalformedRecordError` (a ``ValueError``) for a
+    body that is not a GetRecords response, and whatever ``parser`` raises.
     """
-    doc = orjson.loads(body)
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedRecordError(f"GetRecords response body is not JSON: {exc}") from exc
     if type(doc) is not dict:
-        raise ValueError(f"GetRecords response body is not a JSON object: {body[:80]!r}")
+        raise MalformedRecordError(f"GetRecords response body is not a JSON object: {body[:80]!r}")
     raw_records = doc.get("Records")
     if raw_records is None:
         raw_records = []
     elif type(raw_records) is not list:
-        raise ValueError("GetRecords response: Records is not an array")
+        raise MalformedRecordError("GetRecords response: Records is not an array")
     iterator = doc.get("NextShardIterator")
     if iterator is not None and type(iterator) is not str:
-        raise ValueError("GetRecords response: NextShardIterator is not a string")
+        raise MalformedRecordError("GetRecords response: NextShardIterator is not a string")
     last_sequence: str | None = None
     last_time: float | None = None
     if raw_records:
@@ -512,8 +534,25 @@ def parse_get_records_body(body: bytes, shard_id: str, parser: Parser[T]) -> Rec
             last_time = float(last["ApproximateCreationDateTime"])
         except (KeyError, TypeError, ValueError) as exc:
             raise _diagnose_record(raw_records[-1], decode=False) from exc
+    try:
+        sequence_numbers = [raw["dynamodb"]["SequenceNumber"] for raw in raw_records]
+    except (KeyError, TypeError) as exc:
+        bad = next(r for r in raw_records if not _has_sequence_number(r))
+        raise _diagnose_record(bad, decode=False) from exc
     return RecordsPage(
-        parser.parse_records(raw_records, shard_id), iterator, last_sequence, last_time
+        parser.parse_records(raw_records, shard_id),
+        iterator,
+        last_sequence,
+        last_time,
+        sequence_numbers,
+    )
+
+
+def _has_sequence_number(raw: Any) -> bool:
+    return (
+        isinstance(raw, dict)
+        and isinstance(raw.get("dynamodb"), dict)
+        and "SequenceNumber" in raw["dynamodb"]
     )
 
 

@@ -18,6 +18,7 @@ __all__ = [
     "InvalidPositionError",
     "InvalidStreamArnError",
     "LocalEngineError",
+    "MalformedRecordError",
     "ServiceError",
     "ShardNotFoundError",
     "StreamNotEnabledError",
@@ -95,6 +96,10 @@ class CredentialsError(DDBStreamsError):
 
 class EndpointConnectionError(DDBStreamsError):
     """The endpoint could not be reached (connection refused, DNS failure, timeout)."""
+
+
+class MalformedRecordError(DDBStreamsError, ValueError):
+    """A GetRecords response or a stream record could not be decoded (says what is wrong)."""
 
 
 class LocalEngineError(DDBStreamsError):

@@ -3,11 +3,13 @@
 Structure (after aiokafka's fetcher / coordinator split):
 
 * ``_ShardFetcher`` follows one shard: iterator acquisition, paging through empty pages,
-  iterator expiry, end of shard. It only produces pages into the shared buffer.
+  polling an open shard, iterator expiry, trimmed records, end of shard. It only produces
+  pages into the shared buffer and reports to the coordinator.
 * ``StreamReader._coordinate`` owns the task group: it starts shard fetchers as lineage
   allows (a child only once every planned parent has been read to its end), bounded by
-  ``max_concurrent_shards``, and ends the pass when lineage is done.
-* ``_Delivery`` is the shared state on the caller's side: the page being handed out and the
+  ``max_concurrent_shards``; in follow mode it also discovers new shards (children at a
+  shard's end, and a periodic full DescribeStream) and forgets finished ones.
+* ``_Delivery`` is the state on the caller's side: the page being handed out and the
   checkpoint of exactly what was handed out so far.
 
 Pages travel through one bounded FIFO (``buffer_pages``). Because a parent's fetcher has put
@@ -19,27 +21,47 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar, cast, overload
+from typing import Any, Generic, Literal, Self, TypeVar, cast, overload
 
-from ddbstreams._client import StreamsClient
+from ddbstreams._backoff import idle_poll_delay, next_call_slot
+from ddbstreams._client import RetryNotice, StreamsClient
 from ddbstreams._clock import Clock, SystemClock
 from ddbstreams._decode import DefaultParser, RawParser
 from ddbstreams._errors import (
     CheckpointError,
     ConfigurationError,
     DDBStreamsError,
+    EndpointConnectionError,
     ExpiredIteratorError,
     InvalidPositionError,
+    ServiceError,
+    ShardNotFoundError,
+    ThrottledError,
     TrimmedDataError,
     ValidationError,
 )
+from ddbstreams._events import (
+    IteratorRefreshed,
+    ReaderError,
+    ReaderEvent,
+    RecordsTrimmed,
+    RequestRetried,
+    ShardFinished,
+    ShardsDiscovered,
+    ShardStarted,
+    StreamDisabled,
+    Throttled,
+)
 from ddbstreams._lineage import LineageTracker, ShardGraph, plan_reads
-from ddbstreams._model import Record, Shard
+from ddbstreams._model import Record, Shard, StreamDescription
 from ddbstreams._parser import Parser
 from ddbstreams._position import (
+    SHARD_TRIM_HORIZON,
     TRIM_HORIZON,
     AfterSequence,
     AtSequence,
@@ -48,9 +70,16 @@ from ddbstreams._position import (
     StartPosition,
 )
 
-__all__ = ["StreamReader"]
+__all__ = ["ReaderOptions", "StreamReader", "TrimmedPolicy"]
+
+log = logging.getLogger("ddbstreams")
 
 T = TypeVar("T")
+
+TrimmedPolicy = Literal["skip", "raise"]
+
+# Errors a follow reader outlives: it waits and tries again rather than ending.
+_TRANSIENT = (ThrottledError, ServiceError, EndpointConnectionError)
 
 
 @dataclass(slots=True)
@@ -65,20 +94,58 @@ class _Page(Generic[T]):
 
 @dataclass(frozen=True, slots=True)
 class _EndOfPass:
-    """Last item in the buffer: the pass is over, with ``error`` if it failed."""
+    """Last item in the buffer: the read is over, with ``error`` if it failed."""
 
     error: BaseException | None
+
+
+@dataclass(frozen=True, slots=True)
+class _ShardDone:
+    """Coordinator message: a fetcher ended; ``ended`` if the shard itself has ended."""
+
+    shard_id: str
+    ended: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Discovered:
+    """Coordinator message: shards seen by DescribeStream; ``complete`` if every page."""
+
+    shards: tuple[Shard, ...]
+    complete: bool
+    disabled: bool
+
+
+_Message = _ShardDone | _Discovered
 
 
 @dataclass(frozen=True, slots=True)
 class ReaderOptions:
     """Tuning of a :class:`StreamReader` (all durations in seconds).
 
-    ``catch_up_empty_pages``: in a single pass an open shard counts as caught up after this
-    many consecutive empty pages (GetRecords may return an empty page mid-shard, so one is
-    not enough). ``creation_time_slack``: a single pass also stops reading an open shard
-    after a page whose last record was created this long after the pass began (clock skew
-    allowance between this host and the service).
+    - ``max_concurrent_shards``: shards read at the same time.
+    - ``buffer_pages``: pages waiting for the caller; when full, fetching pauses.
+    - ``page_limit``: GetRecords Limit (1 to 1000; ``None``: the service's maximum).
+    - ``catch_up_empty_pages``: in a single pass an open shard counts as caught up after
+      this many consecutive empty pages (GetRecords may return an empty page mid-shard, so
+      one is not enough). ``creation_time_slack``: a single pass also stops reading an open
+      shard after a page whose last record was created this long after the pass began
+      (clock skew allowance between this host and the service).
+    - ``empty_page_delay``: wait between empty pages of an open shard in a single pass.
+    - ``idle_poll_delay`` / ``idle_poll_max_delay``: in follow mode, the wait after an
+      empty page doubles from the first to the second for a shard that stays idle; after a
+      page with records the next poll is immediate.
+    - ``describe_interval``: in follow mode, how often a full DescribeStream looks for
+      shards that were missed. ``describe_rate``: DescribeStream calls allowed per second
+      (the service allows 10 per stream).
+    - ``child_discovery_timeout``: how long to keep asking for a finished shard's children
+      (they can take a moment to appear) before leaving it to the periodic DescribeStream.
+    - ``on_trimmed``: ``"skip"`` continues at the oldest remaining record and reports a
+      :class:`~ddbstreams.RecordsTrimmed` event; ``"raise"`` ends the read with
+      :class:`~ddbstreams.TrimmedDataError`.
+    - ``retry_max_delay``: in follow mode, the longest wait between attempts at a shard
+      whose calls keep failing after the client's own retries (throttling, 5xx, network).
+    - ``event_buffer``: events kept for :meth:`StreamReader.events` before the oldest drop.
     """
 
     max_concurrent_shards: int = 8
@@ -87,6 +154,14 @@ class ReaderOptions:
     catch_up_empty_pages: int = 3
     empty_page_delay: float = 0.1
     creation_time_slack: float = 5.0
+    idle_poll_delay: float = 0.1
+    idle_poll_max_delay: float = 0.4
+    describe_interval: float = 60.0
+    describe_rate: float = 5.0
+    child_discovery_timeout: float = 30.0
+    on_trimmed: TrimmedPolicy = "skip"
+    retry_max_delay: float = 30.0
+    event_buffer: int = 1000
 
     def __post_init__(self) -> None:
         if self.max_concurrent_shards < 1:
@@ -97,15 +172,29 @@ class ReaderOptions:
             raise ConfigurationError("page_limit must be between 1 and 1000")
         if self.catch_up_empty_pages < 1:
             raise ConfigurationError("catch_up_empty_pages must be at least 1")
-        if self.empty_page_delay < 0 or self.creation_time_slack < 0:
+        durations = (
+            self.empty_page_delay,
+            self.creation_time_slack,
+            self.idle_poll_delay,
+            self.idle_poll_max_delay,
+            self.child_discovery_timeout,
+            self.retry_max_delay,
+        )
+        if any(value < 0 for value in durations):
             raise ConfigurationError("durations must not be negative")
+        if self.describe_interval <= 0 or self.describe_rate <= 0:
+            raise ConfigurationError("describe_interval and describe_rate must be positive")
+        if self.on_trimmed not in ("skip", "raise"):
+            raise ConfigurationError("on_trimmed must be 'skip' or 'raise'")
+        if self.event_buffer < 1:
+            raise ConfigurationError("event_buffer must be at least 1")
 
 
 class _Delivery(Generic[T]):
     """Caller-side state: the page being handed out and the checkpoint of what was handed.
 
-    Only the caller's task touches it, so ``checkpoint()`` names exactly the records that
-    left the reader, never records that merely sit in the buffer.
+    Only the caller touches it, so ``checkpoint()`` names exactly the records that left the
+    reader, never records that merely sit in the buffer.
     """
 
     __slots__ = ("current", "finished", "offset", "pending", "positions")
@@ -161,6 +250,73 @@ class _Delivery(Generic[T]):
             self.offset = 0
 
 
+class _EventHub:
+    """Fans events out to the callback and to :meth:`StreamReader.events` subscribers.
+
+    Publishing never blocks a fetcher: a subscriber that falls behind loses its oldest
+    events (counted in ``dropped``). A failing callback is logged, not propagated.
+    """
+
+    __slots__ = ("_callback", "_closed", "_subscribers", "dropped")
+
+    def __init__(self, callback: Callable[[ReaderEvent], None] | None) -> None:
+        self._callback = callback
+        self._subscribers: list[_Subscription] = []
+        self._closed = False
+        self.dropped = 0
+
+    def publish(self, event: ReaderEvent) -> None:
+        if self._callback is not None:
+            try:
+                self._callback(event)
+            except Exception:
+                log.exception("on_event callback failed on %r", event)
+        for subscriber in self._subscribers:
+            self.dropped += subscriber.put(event)
+
+    def subscribe(self, size: int) -> _Subscription:
+        subscription = _Subscription(size)
+        if self._closed:
+            subscription.close()
+        else:
+            self._subscribers.append(subscription)
+        return subscription
+
+    def close(self) -> None:
+        self._closed = True
+        for subscriber in self._subscribers:
+            subscriber.close()
+        self._subscribers.clear()
+
+
+class _Subscription:
+    __slots__ = ("_closed", "_events", "_wakeup")
+
+    def __init__(self, size: int) -> None:
+        self._events: deque[ReaderEvent] = deque(maxlen=size)
+        self._wakeup = asyncio.Event()
+        self._closed = False
+
+    def put(self, event: ReaderEvent) -> int:
+        dropped = int(len(self._events) == self._events.maxlen)
+        self._events.append(event)
+        self._wakeup.set()
+        return dropped
+
+    def close(self) -> None:
+        self._closed = True
+        self._wakeup.set()
+
+    async def __aiter__(self) -> AsyncIterator[ReaderEvent]:
+        while True:
+            while self._events:
+                yield self._events.popleft()
+            if self._closed:
+                return
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+
 class StreamReader(Generic[T]):
     """Reads one DynamoDB stream, honouring shard lineage.
 
@@ -174,14 +330,23 @@ class StreamReader(Generic[T]):
     delivered exactly once, and no shard's records are delivered before its parent's. Then
     iteration ends.
 
+    Follow (``follow=True``): runs until stopped. Open shards are polled (immediately after
+    a page with records, after a short, growing wait after an empty one); when a shard ends
+    its children are found and started once all their parents are finished; a periodic
+    DescribeStream catches anything missed. Expired iterators are re-acquired after the
+    last record taken; trimmed records follow ``on_trimmed``; throttling, 5xx and network
+    failures are retried without losing the shard's position. A disabled stream is read
+    to its end, then iteration ends; a deleted stream raises StreamNotFoundError.
+
     Use it as an async context manager (or call :meth:`start` and :meth:`stop`), and iterate
     records with ``async for`` or batches with :meth:`batches`. :meth:`checkpoint` returns the
-    position reached: exactly what was handed to the caller.
+    position reached: exactly what was handed to the caller. Progress is reported as typed
+    events (``on_event=`` callback, or :meth:`events`) and :meth:`lag`.
 
     Errors: typed :class:`DDBStreamsError` subclasses from :meth:`start` (unknown stream or
-    table, malformed ARN, unusable position, checkpoint of another stream) and from iteration
-    (a shard failing after the client's retries). Cancelling the iterating task, or leaving
-    the ``async with`` block early, stops every shard fetcher; none outlives the reader.
+    table, malformed ARN, unusable position, checkpoint of another stream) and from iteration.
+    Cancelling the iterating task, or leaving the ``async with`` block early, stops every
+    shard fetcher; none outlives the reader.
     """
 
     @overload
@@ -195,9 +360,11 @@ class StreamReader(Generic[T]):
         region_name: str | None = ...,
         client: StreamsClient | None = ...,
         parser: None = ...,
-        max_concurrent_shards: int = ...,
-        buffer_pages: int = ...,
+        max_concurrent_shards: int | None = ...,
+        buffer_pages: int | None = ...,
         page_limit: int | None = ...,
+        on_trimmed: TrimmedPolicy | None = ...,
+        on_event: Callable[[ReaderEvent], None] | None = ...,
         options: ReaderOptions | None = ...,
         clock: Clock | None = ...,
     ) -> None: ...
@@ -213,9 +380,11 @@ class StreamReader(Generic[T]):
         region_name: str | None = ...,
         client: StreamsClient | None = ...,
         parser: Parser[T],
-        max_concurrent_shards: int = ...,
-        buffer_pages: int = ...,
+        max_concurrent_shards: int | None = ...,
+        buffer_pages: int | None = ...,
         page_limit: int | None = ...,
+        on_trimmed: TrimmedPolicy | None = ...,
+        on_event: Callable[[ReaderEvent], None] | None = ...,
         options: ReaderOptions | None = ...,
         clock: Clock | None = ...,
     ) -> None: ...
@@ -233,27 +402,26 @@ class StreamReader(Generic[T]):
         max_concurrent_shards: int | None = None,
         buffer_pages: int | None = None,
         page_limit: int | None = None,
+        on_trimmed: TrimmedPolicy | None = None,
+        on_event: Callable[[ReaderEvent], None] | None = None,
         options: ReaderOptions | None = None,
         clock: Clock | None = None,
     ) -> None:
-        if follow:
-            raise ConfigurationError(
-                "follow=True (continuous reading) is not available in this version of "
-                "ddbstreams yet; use follow=False for a single pass"
-            )
         if client is not None and (endpoint_url is not None or region_name is not None):
             raise ConfigurationError("pass either client= or endpoint_url=/region_name=, not both")
         if not isinstance(stream, str) or not stream:
             raise ConfigurationError("stream must be a stream ARN or a table name")
-        base = options or ReaderOptions()
-        overrides: dict[str, Any] = {}
-        if max_concurrent_shards is not None:
-            overrides["max_concurrent_shards"] = max_concurrent_shards
-        if buffer_pages is not None:
-            overrides["buffer_pages"] = buffer_pages
-        if page_limit is not None:
-            overrides["page_limit"] = page_limit
-        self._options = ReaderOptions(**{**_fields(base), **overrides}) if overrides else base
+        overrides: dict[str, Any] = {
+            name: value
+            for name, value in (
+                ("max_concurrent_shards", max_concurrent_shards),
+                ("buffer_pages", buffer_pages),
+                ("page_limit", page_limit),
+                ("on_trimmed", on_trimmed),
+            )
+            if value is not None
+        }
+        self._options = replace(options or ReaderOptions(), **overrides)
         self._stream = stream
         self._start_position = start
         self._follow = follow
@@ -265,12 +433,19 @@ class StreamReader(Generic[T]):
         }
         self._parser: Parser[T] = cast("Parser[T]", parser or DefaultParser())
         self._clock = clock or SystemClock()
+        self._events = _EventHub(on_event)
         self._stream_arn: str | None = None
         self._buffer: asyncio.Queue[_Page[T] | _EndOfPass] = asyncio.Queue(
             self._options.buffer_pages
         )
+        self._control: asyncio.Queue[_Message] = asyncio.Queue()
         self._coordinator: asyncio.Task[None] | None = None
+        self._tracker: LineageTracker | None = None
         self._delivery: _Delivery[T] | None = None
+        self._remove_retry_listener: Callable[[], None] | None = None
+        self._describe_slots: list[float] = []
+        self._lag_origin: dict[str, float | None] = {}
+        self._disabled = False
         self._ended = False
         self._stopped = False
         self._pass_started_at = 0.0
@@ -283,6 +458,10 @@ class StreamReader(Generic[T]):
         if self._stream_arn is None:
             raise RuntimeError("the reader has not been started")
         return self._stream_arn
+
+    @property
+    def follow(self) -> bool:
+        return self._follow
 
     async def start(self) -> None:
         """Resolve the stream, plan the shards to read and start fetching.
@@ -305,7 +484,7 @@ class StreamReader(Generic[T]):
                     f"not to {self._stream_arn}"
                 )
             self._pass_started_at = self._clock.time()
-            description = await client.describe_stream(self._stream_arn)
+            description = await self._describe()
             graph = ShardGraph.from_shards(description.shards)
             holder = None
             if isinstance(initial, AtSequence | AfterSequence):
@@ -317,31 +496,39 @@ class StreamReader(Generic[T]):
                 )
             plan = plan_reads(graph, initial, holder=holder)
             if isinstance(initial, Checkpoint):
-                # A finished shard trimmed away lost nothing; an unfinished one did.
-                lost = plan.missing_checkpoint_shards & (
-                    set(initial.positions) | set(initial.pending)
-                )
-                if lost:
-                    raise CheckpointError(
-                        f"the checkpoint names unfinished shards no longer in stream "
-                        f"{self._stream_arn} (trimmed after 24 hours?): {', '.join(sorted(lost))}"
-                    )
-                # Forget what the service has forgotten, so checkpoints do not grow forever.
-                initial = Checkpoint(
-                    initial.stream_arn,
-                    initial.positions,
-                    initial.finished - plan.missing_checkpoint_shards,
-                    initial.pending,
-                )
+                initial = self._settle_checkpoint(initial, plan.missing_checkpoint_shards)
         except BaseException:
             await self._close_client()
             raise
+        self._disabled = description.stream_status in ("DISABLING", "DISABLED")
         self._delivery = _Delivery(
             initial if isinstance(initial, Checkpoint) else None, plan.starts
         )
-        tracker = LineageTracker(graph, plan)
+        self._tracker = LineageTracker(graph, plan)
+        self._remove_retry_listener = client.add_retry_listener(self._on_retry)
         self._coordinator = asyncio.get_running_loop().create_task(
-            self._coordinate(tracker), name=f"ddbstreams-reader {self._stream_arn}"
+            self._coordinate(self._tracker), name=f"ddbstreams-reader {self._stream_arn}"
+        )
+
+    def _settle_checkpoint(self, checkpoint: Checkpoint, missing: frozenset[str]) -> Checkpoint:
+        """Apply the trimming policy to checkpoint shards the service no longer lists."""
+        # A finished shard trimmed away lost nothing; an unfinished one did.
+        lost = missing & (set(checkpoint.positions) | set(checkpoint.pending))
+        if lost and self._options.on_trimmed == "raise":
+            raise CheckpointError(
+                f"the checkpoint names unfinished shards no longer in stream "
+                f"{self._stream_arn} (trimmed after 24 hours?): {', '.join(sorted(lost))}"
+            )
+        for shard_id in sorted(lost):
+            self._events.publish(
+                RecordsTrimmed(shard_id, checkpoint.positions.get(shard_id), shard_gone=True)
+            )
+        # Forget what the service has forgotten, so checkpoints do not grow forever.
+        return Checkpoint(
+            checkpoint.stream_arn,
+            {k: v for k, v in checkpoint.positions.items() if k not in missing},
+            checkpoint.finished - missing,
+            {k: v for k, v in checkpoint.pending.items() if k not in missing},
         )
 
     async def stop(self) -> None:
@@ -357,6 +544,10 @@ class StreamReader(Generic[T]):
             # Shielded so a caller cancelled while stopping still waits for the fetchers.
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(_wait_quietly(coordinator))
+        if self._remove_retry_listener is not None:
+            self._remove_retry_listener()
+            self._remove_retry_listener = None
+        self._events.close()
         await self._close_client()
 
     async def _close_client(self) -> None:
@@ -383,16 +574,39 @@ class StreamReader(Generic[T]):
 
         Pass it back as ``start=`` to resume right after it. Shards read to their end are
         ``finished``; planned shards that have delivered nothing yet are ``pending``.
+        Finished shards whose children the checkpoint already covers are left out (lineage
+        infers them), so a follow reader's checkpoint does not grow with the stream's age.
         """
         delivery = self._delivery
         if delivery is None or self._stream_arn is None:
             raise RuntimeError("the reader has not been started")
+        forgotten = self._tracker.forgotten if self._tracker is not None else frozenset()
         return Checkpoint(
             stream_arn=self._stream_arn,
             positions=dict(delivery.positions),
-            finished=frozenset(delivery.finished),
+            finished=frozenset(delivery.finished) - forgotten,
             pending=dict(delivery.pending),
         )
+
+    def lag(self) -> dict[str, float]:
+        """Per running shard, seconds between now and the creation of the last record read.
+
+        A shard whose last poll found nothing new (caught up) has lag 0. Creation times are
+        approximate (DynamoDB rounds them; DynamoDB Local to the minute).
+        """
+        now = self._clock.time()
+        return {
+            shard_id: 0.0 if created is None else max(0.0, now - created)
+            for shard_id, created in self._lag_origin.items()
+        }
+
+    def events(self) -> AsyncIterator[ReaderEvent]:
+        """Iterate the reader's events from now on, until the reader stops.
+
+        Events are kept in a bounded buffer (``event_buffer``); a slow iterator loses the
+        oldest ones rather than slowing the reader down.
+        """
+        return aiter(self._events.subscribe(self._options.event_buffer))
 
     def __aiter__(self) -> AsyncIterator[T]:
         return self._records()
@@ -417,7 +631,7 @@ class StreamReader(Generic[T]):
             yield batch
 
     async def _next_batch(self, max_size: int) -> list[T] | None:
-        """Next non-empty batch, or None at the end of the pass. Raises the pass's error."""
+        """Next non-empty batch, or None at the end of the read. Raises the read's error."""
         if not await self._fill():
             return None
         return self._delivery_state().take(max_size)
@@ -428,9 +642,9 @@ class StreamReader(Generic[T]):
         return self._delivery
 
     async def _fill(self) -> bool:
-        """Make a page with records current; False at the end of the pass.
+        """Make a page with records current; False at the end of the read.
 
-        Waits for the fetchers (cancellable) and raises the error that ended the pass.
+        Waits for the fetchers (cancellable) and raises the error that ended the read.
         """
         delivery = self._delivery_state()
         while delivery.current is None:
@@ -445,31 +659,151 @@ class StreamReader(Generic[T]):
             delivery.accept(item)
         return True
 
-    # -- fetching --------------------------------------------------------------------------
+    # -- coordinating ----------------------------------------------------------------------
 
     async def _coordinate(self, tracker: LineageTracker) -> None:
-        """Start shard fetchers as lineage allows; end the pass when every shard is done."""
+        """Start shard fetchers as lineage allows; discover shards in follow mode.
+
+        States: reading (fetchers run, discovery runs) -> done (single pass: every planned
+        shard read; follow: the stream is disabled and every shard read) -> the end-of-read
+        marker is put in the buffer. An error in any task ends the read with that error.
+        """
         error: BaseException | None = None
-        finished: asyncio.Queue[str] = asyncio.Queue()
         try:
             async with asyncio.TaskGroup() as group:
-                while not tracker.is_done():
-                    free = self._options.max_concurrent_shards - len(tracker.running)
-                    for shard_id, start in tracker.ready()[: max(free, 0)]:
-                        tracker.start(shard_id)
-                        fetcher = _ShardFetcher(self, tracker.graph.shards[shard_id], start)
-                        group.create_task(
-                            fetcher.run(finished), name=f"ddbstreams-shard {shard_id}"
-                        )
-                    if not tracker.running:
+                periodic = None
+                if self._follow:
+                    periodic = group.create_task(
+                        self._describe_periodically(), name="ddbstreams-describe"
+                    )
+                while True:
+                    self._start_ready(tracker, group)
+                    if tracker.is_done() and (not self._follow or self._disabled):
+                        break
+                    if not tracker.running and not self._follow:
                         # Lineage guarantees progress; waiting here would hang silently.
                         raise RuntimeError(f"no shard can start: waiting {sorted(tracker.waiting)}")
-                    tracker.finish(await finished.get())
+                    self._handle(await self._control.get(), tracker, group)
+                if periodic is not None:
+                    periodic.cancel()
         except BaseExceptionGroup as group_error:
             error = _first_error(group_error)
         except DDBStreamsError as exc:
             error = exc
+        if error is not None:
+            self._events.publish(ReaderError(error, None, retrying=False))
         await self._buffer.put(_EndOfPass(error))
+
+    def _start_ready(self, tracker: LineageTracker, group: asyncio.TaskGroup) -> None:
+        free = self._options.max_concurrent_shards - len(tracker.running)
+        for shard_id, start in tracker.ready()[: max(free, 0)]:
+            tracker.start(shard_id)
+            self._lag_origin[shard_id] = None
+            self._events.publish(ShardStarted(shard_id, start))
+            fetcher = _ShardFetcher(self, tracker.graph.shards[shard_id], start)
+            group.create_task(fetcher.run(), name=f"ddbstreams-shard {shard_id}")
+
+    def _handle(self, message: _Message, tracker: LineageTracker, group: asyncio.TaskGroup) -> None:
+        if isinstance(message, _ShardDone):
+            tracker.finish(message.shard_id)
+            self._lag_origin.pop(message.shard_id, None)
+            if message.ended:
+                self._events.publish(ShardFinished(message.shard_id))
+                if self._follow and not self._disabled:
+                    group.create_task(
+                        self._discover_children(message.shard_id),
+                        name=f"ddbstreams-children {message.shard_id}",
+                    )
+            if self._follow:
+                tracker.forget_finished()
+            return
+        known = set(tracker.graph.shards) | tracker.forgotten | tracker.excluded
+        new = tracker.add_shards(message.shards, complete=message.complete)
+        unseen = tuple(s.shard_id for s in message.shards if s.shard_id not in known)
+        if unseen:
+            self._events.publish(ShardsDiscovered(unseen))
+        if new:
+            log.debug("new shards to read: %s", new)
+        if message.disabled and not self._disabled:
+            self._disabled = True
+            self._events.publish(StreamDisabled(self.stream_arn))
+        tracker.forget_finished()
+
+    async def _describe(self) -> StreamDescription:
+        """A full DescribeStream, spaced so the reader stays within ``describe_rate``."""
+        client = self._client
+        assert client is not None
+        now = self._clock.monotonic()
+        slot = next_call_slot(self._describe_slots, now, self._options.describe_rate, 1.0)
+        self._describe_slots = [t for t in self._describe_slots if t > now - 1.0] + [slot]
+        if slot > now:
+            await self._clock.sleep(slot - now)
+        return await client.describe_stream(self.stream_arn)
+
+    async def _describe_periodically(self) -> None:
+        while True:
+            await self._clock.sleep(self._options.describe_interval)
+            description = await self._retry_transient(self._describe, None)
+            self._control.put_nowait(
+                _Discovered(
+                    description.shards,
+                    complete=True,
+                    disabled=description.stream_status in ("DISABLING", "DISABLED"),
+                )
+            )
+
+    async def _discover_children(self, shard_id: str) -> None:
+        """Find a finished shard's children, asking again while they are not yet visible."""
+        client = self._client
+        assert client is not None
+        deadline = self._clock.monotonic() + self._options.child_discovery_timeout
+        delay = 0.1
+        while True:
+            children = await self._retry_transient(
+                lambda: client.child_shards(self.stream_arn, shard_id), shard_id
+            )
+            if children:
+                self._control.put_nowait(_Discovered(children, complete=False, disabled=False))
+                return
+            # No children yet: either they are not visible yet, or the stream was disabled
+            # (a closed shard without children). A full listing tells which.
+            description = await self._retry_transient(self._describe, shard_id)
+            disabled = description.stream_status in ("DISABLING", "DISABLED")
+            self._control.put_nowait(
+                _Discovered(description.shards, complete=True, disabled=disabled)
+            )
+            if disabled or self._clock.monotonic() >= deadline:
+                return
+            await self._clock.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _retry_transient(self, call: Callable[[], Any], shard_id: str | None) -> Any:
+        """Run ``call``; in follow mode, keep retrying the errors a long-running reader
+        outlives (after the client's own retries were spent), reporting each one."""
+        delay = 1.0
+        while True:
+            try:
+                return await call()
+            except _TRANSIENT as exc:
+                if not self._follow:
+                    raise
+                self._events.publish(ReaderError(exc, shard_id, retrying=True))
+                await self._clock.sleep(delay)
+                delay = min(delay * 2, self._options.retry_max_delay)
+
+    def _on_retry(self, notice: RetryNotice) -> None:
+        if notice.stream_arn is not None and notice.stream_arn != self._stream_arn:
+            return  # a shared client's retry for some other reader
+        if notice.throttled:
+            self._events.publish(
+                Throttled(notice.operation, notice.shard_id, notice.attempt, notice.delay)
+            )
+        else:
+            self._events.publish(
+                RequestRetried(
+                    notice.operation, notice.shard_id, notice.code, notice.attempt, notice.delay
+                )
+            )
 
     def _caught_up(self, last_creation_time: float | None) -> bool:
         return (
@@ -484,7 +818,9 @@ class _ShardFetcher(Generic[T]):
     States: acquiring an iterator -> paging -> done. Paging ends when the shard ends (no
     NextShardIterator) or, for an open shard in a single pass, when it has caught up. An
     expired iterator is re-acquired AFTER the last sequence number put in the buffer (or at
-    the original start if nothing was), so nothing is lost or repeated.
+    the original start if nothing was), so nothing is lost or repeated. Trimmed records
+    follow the reader's ``on_trimmed`` policy. In follow mode, calls that still fail after
+    the client's retries are tried again later from the same position.
     """
 
     __slots__ = ("_last_sequence_number", "_reader", "_shard", "_start")
@@ -495,33 +831,87 @@ class _ShardFetcher(Generic[T]):
         self._start = start
         self._last_sequence_number: str | None = None
 
-    async def _acquire(self) -> str:
-        reader = self._reader
-        assert reader._client is not None
-        start = self._start
+    @property
+    def _position(self) -> ShardStart:
         if self._last_sequence_number is not None:
-            start = ShardStart("AFTER_SEQUENCE_NUMBER", self._last_sequence_number)
-        return await reader._client.get_shard_iterator(
-            reader.stream_arn, self._shard.shard_id, start
-        )
+            return ShardStart("AFTER_SEQUENCE_NUMBER", self._last_sequence_number)
+        return self._start
 
-    async def run(self, finished: asyncio.Queue[str]) -> None:
+    async def _acquire(self) -> str | None:
+        """A fresh iterator at the current position; None if the shard is gone (skipped)."""
+        reader = self._reader
+        client = reader._client
+        assert client is not None
+        shard_id = self._shard.shard_id
+        while True:
+            try:
+                return cast(
+                    str,
+                    await reader._retry_transient(
+                        lambda: client.get_shard_iterator(
+                            reader.stream_arn, shard_id, self._position
+                        ),
+                        shard_id,
+                    ),
+                )
+            except TrimmedDataError:
+                self._trimmed(shard_gone=False)
+            except ShardNotFoundError:
+                if reader._options.on_trimmed == "raise":
+                    raise
+                self._trimmed(shard_gone=True)
+                return None
+
+    def _trimmed(self, *, shard_gone: bool) -> None:
+        """Apply the trimming policy: raise, or report the gap and go to TRIM_HORIZON."""
+        reader = self._reader
+        if reader._options.on_trimmed == "raise":
+            raise TrimmedDataError(
+                f"records of shard {self._shard.shard_id} of stream {reader.stream_arn} after "
+                f"{self._last_sequence_number or self._start} were trimmed before being read"
+            )
+        reader._events.publish(
+            RecordsTrimmed(self._shard.shard_id, self._last_sequence_number, shard_gone)
+        )
+        self._start = SHARD_TRIM_HORIZON
+        self._last_sequence_number = None
+
+    async def run(self) -> None:
+        reader = self._reader
+        ended = await self._fetch()
+        reader._control.put_nowait(_ShardDone(self._shard.shard_id, ended))
+
+    async def _fetch(self) -> bool:
+        """Read pages until the shard ends (True) or a single pass has caught up (False)."""
         reader = self._reader
         client = reader._client
         assert client is not None
         options = reader._options
         shard_id = self._shard.shard_id
-        # Open in the listing and without children: this pass reads it only up to "now".
+        follow = reader._follow
+        # Open in the listing and without children: a single pass reads it only up to "now".
         open_shard = self._shard.is_open
         iterator = await self._acquire()
         empty_pages = 0
-        while True:
+        while iterator is not None:
             try:
                 page = await client.get_records(
                     iterator, shard_id=shard_id, parser=reader._parser, limit=options.page_limit
                 )
             except ExpiredIteratorError:
+                reader._events.publish(IteratorRefreshed(shard_id, self._last_sequence_number))
                 iterator = await self._acquire()
+                continue
+            except TrimmedDataError:
+                self._trimmed(shard_gone=False)
+                iterator = await self._acquire()
+                continue
+            except _TRANSIENT as exc:
+                if not follow:
+                    raise
+                reader._events.publish(ReaderError(exc, shard_id, retrying=True))
+                await reader._clock.sleep(min(options.retry_max_delay, 1.0 + empty_pages))
+                # The iterator may have expired meanwhile; the next call says so if it has.
                 continue
             ends_shard = page.next_shard_iterator is None
             if page.records or ends_shard:
@@ -536,19 +926,28 @@ class _ShardFetcher(Generic[T]):
                 if sequence_numbers:
                     self._last_sequence_number = sequence_numbers[-1]
             if page.next_shard_iterator is None:
-                break
+                reader._lag_origin.pop(shard_id, None)
+                return True
             iterator = page.next_shard_iterator
             if page.records:
+                reader._lag_origin[shard_id] = page.last_creation_time
                 empty_pages = 0
-                if open_shard and reader._caught_up(page.last_creation_time):
-                    break
+                if not follow and open_shard and reader._caught_up(page.last_creation_time):
+                    return False
                 continue
+            reader._lag_origin[shard_id] = None
             empty_pages += 1
-            if open_shard:
+            if follow:
+                await reader._clock.sleep(
+                    idle_poll_delay(
+                        options.idle_poll_delay, options.idle_poll_max_delay, empty_pages
+                    )
+                )
+            elif open_shard:
                 if empty_pages >= options.catch_up_empty_pages:
-                    break
+                    return False
                 await reader._clock.sleep(options.empty_page_delay)
-        finished.put_nowait(shard_id)
+        return True
 
 
 _PROBE_PAGES = 5
@@ -598,7 +997,3 @@ def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     while isinstance(leaf, BaseExceptionGroup):
         leaf = leaf.exceptions[0]
     return leaf
-
-
-def _fields(options: ReaderOptions) -> dict[str, Any]:
-    return {name: getattr(options, name) for name in ReaderOptions.__dataclass_fields__}
