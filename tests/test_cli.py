@@ -8,10 +8,12 @@ the same commands against DynamoDB Local.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -26,13 +28,35 @@ from ddbstreams._errors import (
     EndpointConnectionError,
     InvalidStreamArnError,
     StreamNotFoundError,
+    ThrottledError,
+)
+from ddbstreams._events import (
+    IteratorRefreshed,
+    ReaderError,
+    ReaderEvent,
+    RecordsTrimmed,
+    RequestRetried,
+    ShardFinished,
+    ShardsDiscovered,
+    ShardStarted,
+    StreamDisabled,
+    Throttled,
 )
 from ddbstreams._model import Record, Shard, StreamDescription
-from ddbstreams._position import LATEST, TRIM_HORIZON, AfterSequence, AtSequence
+from ddbstreams._position import (
+    LATEST,
+    SHARD_LATEST,
+    SHARD_TRIM_HORIZON,
+    TRIM_HORIZON,
+    AfterSequence,
+    AtSequence,
+    ShardStart,
+)
 from ddbstreams._render import (
     ASCII,
     description_to_json,
     description_to_text,
+    event_to_text,
     format_time,
     record_to_jsonl,
     record_to_pretty,
@@ -454,15 +478,6 @@ def test_bad_from_is_a_one_line_usage_error(value: str, capsys: pytest.CaptureFi
     assert out == ""
 
 
-@pytest.mark.parametrize("flag", ["--follow", "-f"])
-def test_follow_is_not_available_yet(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["tail", "orders", flag]) == 2
-
-    line = one_error_line(capsys.readouterr().err)
-    assert "--follow is not available in this version" in line
-    assert "follow mode" in line
-
-
 @pytest.mark.parametrize(
     ("argv", "fragment"),
     [
@@ -487,7 +502,12 @@ def test_help_and_version_exit_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     assert "tail" in capsys.readouterr().out
     assert main(["tail", "--help"]) == 0
-    assert "--max-records" in capsys.readouterr().out
+    tail_help = " ".join(capsys.readouterr().out.split())
+    assert "--max-records" in tail_help
+    assert "-f, --follow" in tail_help
+    assert "-v, --verbose" in tail_help
+    assert "SIGTERM stops cleanly with exit status 0" in tail_help
+    assert "including a --follow stopped by Ctrl-C (SIGINT) or SIGTERM" in tail_help
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.startswith("ddbstreams ")
 
@@ -495,24 +515,41 @@ def test_help_and_version_exit_0(capsys: pytest.CaptureFixture[str]) -> None:
 # -- main: driving a stand-in reader ------------------------------------------------------
 
 
+STREAM_ARN = "arn:aws:dynamodb:ddblocal:000000000000:table/orders/stream/2025-11-29T06:31:20.000"
+
+
 class FakeReader:
-    """Stands in for StreamReader: yields prepared batches, records how it was used."""
+    """Stands in for StreamReader: yields prepared batches, records how it was used.
+
+    In follow mode, after the prepared batches it runs ``then`` (if set) and waits for more
+    records that never come, like a follow reader on an idle stream.
+    """
 
     instances: list[FakeReader] = []
     batches_to_yield: list[list[Record]] = []
     error_on_enter: BaseException | None = None
+    error_after_batches: BaseException | None = None
+    events_on_enter: list[ReaderEvent] = []
+    then: Callable[[], None] | None = None
 
     def __init__(self, stream: str, **kwargs: Any) -> None:
         self.stream = stream
         self.kwargs = kwargs
+        self.follow: bool = kwargs.get("follow", False)
+        self.stream_arn = STREAM_ARN
         self.entered = False
         self.exited = False
+        self.cancelled_while_waiting = False
         FakeReader.instances.append(self)
 
     async def __aenter__(self) -> FakeReader:
         if FakeReader.error_on_enter is not None:
             raise FakeReader.error_on_enter
         self.entered = True
+        on_event = self.kwargs.get("on_event")
+        for event in FakeReader.events_on_enter:
+            assert on_event is not None
+            on_event(event)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -521,12 +558,25 @@ class FakeReader:
     async def batches(self, max_size: int = 1000) -> AsyncIterator[list[Record]]:
         for batch in FakeReader.batches_to_yield:
             yield batch
+        if FakeReader.error_after_batches is not None:
+            raise FakeReader.error_after_batches
+        if self.follow:
+            if FakeReader.then is not None:
+                FakeReader.then()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.cancelled_while_waiting = True
+                raise
 
 
 @pytest.fixture
 def fake_reader(monkeypatch: pytest.MonkeyPatch) -> type[FakeReader]:
     FakeReader.instances = []
     FakeReader.error_on_enter = None
+    FakeReader.error_after_batches = None
+    FakeReader.events_on_enter = []
+    FakeReader.then = None
     parser = DefaultParser()
     FakeReader.batches_to_yield = [
         parser.parse_records(
@@ -542,6 +592,10 @@ def fake_reader(monkeypatch: pytest.MonkeyPatch) -> type[FakeReader]:
     return FakeReader
 
 
+def printed_keys(out: str) -> list[str]:
+    return [json.loads(line)["keys"]["pk"] for line in out.splitlines()]
+
+
 def test_tail_passes_options_to_the_reader(
     fake_reader: type[FakeReader], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -552,6 +606,7 @@ def test_tail_passes_options_to_the_reader(
     assert reader.stream == "orders"
     assert reader.kwargs["start"] == AfterSequence("42")
     assert reader.kwargs["follow"] is False
+    assert reader.kwargs["on_event"] is None
     assert reader.kwargs["endpoint_url"] == "http://x:1"
     assert reader.kwargs["region_name"] == "eu-west-1"
     assert isinstance(reader.kwargs["parser"], RawParser)
@@ -641,3 +696,227 @@ def test_keyboard_interrupt_exits_130(
     assert main(["tail", "orders"]) == 130
 
     assert "Traceback" not in capsys.readouterr().err
+
+
+# -- main: --follow -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "follow", "verbose"),
+    [
+        ([], False, False),
+        (["--follow"], True, False),
+        (["-f"], True, False),
+        (["-f", "-v"], True, True),
+        (["--verbose"], False, True),
+        (["-fv"], True, True),
+    ],
+)
+def test_follow_and_verbose_flags(flags: list[str], follow: bool, verbose: bool) -> None:
+    args = _cli._build_parser().parse_args(["tail", "orders", *flags])
+
+    assert args.follow is follow
+    assert args.verbose is verbose
+    assert args.max_records is None
+
+
+def test_follow_with_max_records_stops_by_itself(
+    fake_reader: type[FakeReader], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["tail", "orders", "-f", "--max-records", "5"]) == 0
+
+    (reader,) = fake_reader.instances
+    assert reader.kwargs["follow"] is True
+    assert reader.exited
+    out, err = capsys.readouterr()
+    assert printed_keys(out) == ["k0", "k1", "k2", "k3", "k4"]
+    assert err == ""  # stderr is not a terminal and --verbose is off: nothing to say
+
+
+class SignalGuard:
+    """A Python-level handler that must NOT run: the loop's handler should take the signal."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.calls += 1
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_follow_stops_on_signal_with_status_0(
+    fake_reader: type[FakeReader],
+    capsys: pytest.CaptureFixture[str],
+    signum: signal.Signals,
+) -> None:
+    guard = SignalGuard()
+    previous = signal.signal(signum, guard)
+    try:
+        fake_reader.then = lambda: signal.raise_signal(signum)
+
+        status = main(["tail", "orders", "--follow"])
+
+        handler_after = signal.getsignal(signum)
+    finally:
+        signal.signal(signum, previous)
+
+    assert status == 0
+    (reader,) = fake_reader.instances
+    assert reader.cancelled_while_waiting
+    assert reader.exited
+    out, err = capsys.readouterr()
+    assert printed_keys(out) == [f"k{i}" for i in range(9)]
+    assert err == ""
+    assert guard.calls == 0
+    assert handler_after is guard  # the handler in place before the command is back
+
+
+def test_follow_verbose_logs_events_and_the_stop_on_stderr(
+    fake_reader: type[FakeReader], capsys: pytest.CaptureFixture[str]
+) -> None:
+    guard = SignalGuard()
+    previous = signal.signal(signal.SIGTERM, guard)
+    fake_reader.events_on_enter = [
+        ShardStarted(SHARD, SHARD_TRIM_HORIZON),
+        Throttled("GetRecords", SHARD, 2, 0.4),
+        ReaderError(StreamNotFoundError("gone"), None, retrying=False),
+    ]
+    fake_reader.then = lambda: signal.raise_signal(signal.SIGTERM)
+    try:
+        status = main(["tail", "orders", "-f", "-v"])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+    assert status == 0
+    (reader,) = fake_reader.instances
+    assert callable(reader.kwargs["on_event"])
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 9
+    assert err.splitlines() == [
+        f"ddbstreams: shard started: {SHARD} at trim horizon",
+        f"ddbstreams: throttled: GetRecords on {SHARD} (attempt 2), retrying in 0.40 s",
+        # The final error is not logged as an event: main() reports it as the error line.
+        f"ddbstreams: following {STREAM_ARN}, Ctrl-C to stop",
+        "ddbstreams: SIGTERM received, stopping",
+        "ddbstreams: reader stopped",
+    ]
+
+
+def test_follow_error_while_reading_is_one_line_with_status_1(
+    fake_reader: type[FakeReader], capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_reader.error_after_batches = StreamNotFoundError("stream arn:x not found")
+
+    assert main(["tail", "orders", "--follow"]) == 1
+
+    (reader,) = fake_reader.instances
+    assert reader.exited
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 9  # what was read before the error was written
+    assert "stream arn:x not found" in one_error_line(err)
+
+
+def test_follow_ctrl_c_without_loop_signal_support_is_still_a_stop(
+    fake_reader: type[FakeReader],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Like Windows: the loop cannot take signals, so asyncio.run's own SIGINT handling
+    # cancels the command and raises KeyboardInterrupt; a follow still exits 0.
+    def unsupported(*args: object) -> None:
+        raise NotImplementedError
+
+    monkeypatch.setattr(asyncio.SelectorEventLoop, "add_signal_handler", unsupported)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    fake_reader.then = lambda: signal.raise_signal(signal.SIGINT)
+
+    assert main(["tail", "orders", "--follow"]) == 0
+
+    (reader,) = fake_reader.instances
+    assert reader.cancelled_while_waiting
+    assert reader.exited
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 9
+    assert err == ""
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_single_pass_verbose_says_what_it_reads(
+    fake_reader: type[FakeReader], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["tail", "orders", "-v", "--max-records", "1"]) == 0
+
+    out, err = capsys.readouterr()
+    assert printed_keys(out) == ["k0"]
+    assert err.splitlines() == [f"ddbstreams: reading {STREAM_ARN}", "ddbstreams: reader stopped"]
+
+
+# -- reader events ------------------------------------------------------------------------
+
+SEQ = "000000000000000000042"
+
+
+@pytest.mark.parametrize(
+    ("event", "text"),
+    [
+        (ShardStarted(SHARD, SHARD_TRIM_HORIZON), f"shard started: {SHARD} at trim horizon"),
+        (ShardStarted(SHARD, SHARD_LATEST), f"shard started: {SHARD} at latest"),
+        (
+            ShardStarted(SHARD, ShardStart("AT_SEQUENCE_NUMBER", SEQ)),
+            f"shard started: {SHARD} at {SEQ}",
+        ),
+        (
+            ShardStarted(SHARD, ShardStart("AFTER_SEQUENCE_NUMBER", SEQ)),
+            f"shard started: {SHARD} after {SEQ}",
+        ),
+        (ShardFinished(SHARD), f"shard finished: {SHARD} (read to its end)"),
+        (
+            ShardsDiscovered((sid("bbbbbbbb", 1000), sid("aaaaaaaa"))),
+            f"shards discovered: {sid('aaaaaaaa')}, {sid('bbbbbbbb', 1000)}",
+        ),
+        (
+            Throttled("GetRecords", SHARD, 3, 1.25),
+            f"throttled: GetRecords on {SHARD} (attempt 3), retrying in 1.25 s",
+        ),
+        (
+            Throttled("DescribeStream", None, 1, 0.1),
+            "throttled: DescribeStream (attempt 1), retrying in 0.10 s",
+        ),
+        (
+            RequestRetried("GetRecords", SHARD, "InternalServerError", 2, 0.5),
+            f"request failed: GetRecords on {SHARD} (InternalServerError, attempt 2), "
+            "retrying in 0.50 s",
+        ),
+        (
+            IteratorRefreshed(SHARD, SEQ),
+            f"iterator expired: {SHARD}, continuing after {SEQ}",
+        ),
+        (
+            IteratorRefreshed(SHARD, None),
+            f"iterator expired: {SHARD}, continuing at its start position",
+        ),
+        (
+            RecordsTrimmed(SHARD, SEQ),
+            f"records trimmed: {SHARD}, records after {SEQ} were lost; "
+            "continuing at the oldest remaining record",
+        ),
+        (
+            RecordsTrimmed(SHARD, None, shard_gone=True),
+            f"records trimmed: {SHARD} is gone (records from its start position were lost)",
+        ),
+        (
+            StreamDisabled(STREAM_ARN),
+            f"stream disabled: {STREAM_ARN}; reading what remains, then stopping",
+        ),
+        (
+            ReaderError(ThrottledError("rate\nexceeded"), SHARD, retrying=True),
+            f"error on {SHARD} (retrying): ThrottledError: rate exceeded",
+        ),
+        (
+            ReaderError(StreamNotFoundError(), None, retrying=False),
+            "error (giving up): StreamNotFoundError",
+        ),
+    ],
+)
+def test_event_to_text(event: ReaderEvent, text: str) -> None:
+    assert event_to_text(event) == text

@@ -1,9 +1,19 @@
 """The ``ddbstreams`` command: ``tail``, ``describe`` and ``demo``.
 
 ``main(argv)`` returns the exit status; the console script exits with it. Exit statuses:
-0 success (also when the reader of our output goes away, e.g. ``| head``), 1 runtime
-error (unknown stream, unreachable endpoint, credentials...), 2 usage error (bad option,
-bad ``--from``, malformed ARN, ``--follow`` in this version), 130 interrupted (Ctrl-C).
+0 success (also when the reader of our output goes away, e.g. ``| head``, and when
+``tail --follow`` is stopped by Ctrl-C/SIGINT or SIGTERM: a stop the user asked for is
+success), 1 runtime error (unknown stream, unreachable endpoint, credentials...), 2 usage
+error (bad option, bad ``--from``, malformed ARN), 130 a single-pass ``tail``, ``describe``
+or ``demo`` interrupted by Ctrl-C before it finished.
+
+``tail --follow`` runs until stopped. SIGINT and SIGTERM are handled on the event loop: the
+first one stops the reader (every shard fetcher ends, the client is closed) after the batch
+being written, if any, has been written and flushed, then the command exits 0 without a
+traceback; the previous signal handlers are restored afterwards. Output is flushed after
+every batch, so a pipe reader sees records as they arrive. ``--verbose`` logs the reader's
+events (shards started and finished, throttling, trimmed records...) on stderr, one line
+each; stdout only ever carries records.
 
 Errors a user can cause are reported as exactly one line on stderr,
 ``ddbstreams: error: <message>``, never as a traceback. An unexpected internal error is
@@ -18,11 +28,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import signal
 import sys
 import traceback
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from decimal import Decimal
 from typing import IO, Any, NoReturn
 
@@ -32,6 +44,7 @@ from ddbstreams._clock import SystemClock
 from ddbstreams._decode import DefaultParser, RawParser
 from ddbstreams._encode import encode_item
 from ddbstreams._errors import ConfigurationError, DDBStreamsError
+from ddbstreams._events import ReaderError, ReaderEvent
 from ddbstreams._model import Record
 from ddbstreams._position import (
     LATEST,
@@ -46,10 +59,7 @@ __all__ = ["main", "parse_position"]
 
 _PROG = "ddbstreams"
 _POSITION_FORMS = "trim-horizon, latest, at:SEQ or after:SEQ (SEQ: a sequence number of digits)"
-_FOLLOW_UNAVAILABLE = (
-    "--follow is not available in this version of ddbstreams: it arrives with follow mode; "
-    "run without --follow to read what the stream holds now"
-)
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class _UsageError(Exception):
@@ -125,8 +135,15 @@ def _build_parser() -> _ArgumentParser:
         "tail",
         help="print the records of a stream",
         description=(
-            "Print the records of a stream. Without --follow: everything the stream holds "
-            "now (a single pass over every shard, parents before children), then exit."
+            "Print the records of a stream, one per line (or block) on stdout. Without "
+            "--follow: everything the stream holds now (a single pass over every shard, "
+            "parents before children), then exit. With --follow: keep printing changes as "
+            "they are written, following shard splits, until interrupted."
+        ),
+        epilog=(
+            "Exit status: 0 on success, including a --follow stopped by Ctrl-C (SIGINT) or "
+            "SIGTERM, or by --max-records; 1 on a runtime error; 2 on a usage error; 130 "
+            "when a run without --follow is interrupted."
         ),
     )
     tail.add_argument("stream", metavar="STREAM", help="stream ARN or source table name")
@@ -138,12 +155,20 @@ def _build_parser() -> _ArgumentParser:
         default=TRIM_HORIZON,
         help="where to start: trim-horizon (default, oldest record), latest, at:SEQ, after:SEQ",
     )
-    tail.add_argument("-f", "--follow", action="store_true", help="keep reading until interrupted")
+    tail.add_argument(
+        "-f",
+        "--follow",
+        action="store_true",
+        help=(
+            "keep printing changes as they are written until interrupted; Ctrl-C (SIGINT) "
+            "or SIGTERM stops cleanly with exit status 0"
+        ),
+    )
     tail.add_argument(
         "--max-records",
         metavar="N",
         type=_positive_int,
-        help="stop after N records",
+        help="stop after N records (also with --follow)",
     )
     tail.add_argument(
         "--format",
@@ -160,6 +185,15 @@ def _build_parser() -> _ArgumentParser:
         "--raw",
         action="store_true",
         help='attribute values as DynamoDB JSON ({"S": ...}) instead of plain JSON',
+    )
+    tail.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help=(
+            "log the reader's progress on stderr, one line per event (shard started or "
+            "finished, throttled, retried, records trimmed...)"
+        ),
     )
     _add_connection_options(tail)
     tail.set_defaults(handler=_cmd_tail)
@@ -253,7 +287,82 @@ def _glyphs(out: _Output) -> _render.Glyphs:
 
 
 def _cmd_tail(args: argparse.Namespace, out: _Output) -> int:
-    return asyncio.run(_tail(args, out))
+    try:
+        return asyncio.run(_tail(args, out))
+    except KeyboardInterrupt:
+        # Only reached when the loop could not take over SIGINT (no signal support on this
+        # platform, or not the main thread): a follow still ends at the user's request.
+        if args.follow:
+            return 0
+        raise
+
+
+def _note(message: str) -> None:
+    """An informational line on stderr (never stdout, which carries only records)."""
+    sys.stderr.write(f"{_PROG}: {message}\n")
+    sys.stderr.flush()
+
+
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _print_event(event: ReaderEvent) -> None:
+    # An error that ends the read is reported once, as the command's error line.
+    if isinstance(event, ReaderError) and not event.retrying:
+        return
+    _note(_render.event_to_text(event))
+
+
+@contextlib.contextmanager
+def _stop_on_signals(
+    loop: asyncio.AbstractEventLoop, on_signal: Callable[[signal.Signals], None]
+) -> Iterator[None]:
+    """Call ``on_signal`` on ``loop`` for SIGINT and SIGTERM, then restore the old handlers.
+
+    Where the loop cannot handle signals (Windows, a thread other than the main one), the
+    old handlers stay: Ctrl-C then surfaces as KeyboardInterrupt (see :func:`_cmd_tail`).
+    """
+    installed: list[tuple[signal.Signals, Any]] = []
+    try:
+        for signum in _STOP_SIGNALS:
+            previous = signal.getsignal(signum)
+            try:
+                loop.add_signal_handler(signum, on_signal, signum)
+            except (NotImplementedError, RuntimeError, ValueError):
+                continue
+            installed.append((signum, previous))
+        yield
+    finally:
+        for signum, previous in reversed(installed):
+            loop.remove_signal_handler(signum)
+            # remove_signal_handler resets to the default; put back what was there (e.g.
+            # asyncio.run's own SIGINT handler, which it then removes itself).
+            if previous is not None:
+                with contextlib.suppress(ValueError, TypeError, OSError):
+                    signal.signal(signum, previous)
+
+
+async def _until_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> None:
+    """Run ``work`` until it ends or ``stop`` is set; then cancel it and wait for it.
+
+    Raises what ``work`` raised. A stop is not an error: it returns normally. Cancelling
+    ``work`` runs its cleanup (``async with reader`` stops the reader) before this returns.
+    """
+    task = asyncio.create_task(work)
+    waiter = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})
+    if not task.cancelled():
+        task.result()
 
 
 async def _tail(args: argparse.Namespace, out: _Output) -> int:
@@ -267,32 +376,81 @@ async def _tail(args: argparse.Namespace, out: _Output) -> int:
 
     else:
         render = _render.record_to_jsonl
-    try:
-        reader = StreamReader(
-            args.stream,
-            start=args.start,
-            follow=args.follow,
-            endpoint_url=args.endpoint_url,
-            region_name=args.region,
-            parser=parser,
+    reader = StreamReader(
+        args.stream,
+        start=args.start,
+        follow=args.follow,
+        endpoint_url=args.endpoint_url,
+        region_name=args.region,
+        parser=parser,
+        on_event=_print_event if args.verbose else None,
+    )
+    if not args.follow:
+        # Ctrl-C: asyncio.run cancels this task (the reader stops) and raises
+        # KeyboardInterrupt, reported by main() as status 130.
+        await _copy(reader, render, out, args.max_records, verbose=args.verbose)
+        return 0
+    stop = asyncio.Event()
+
+    def on_signal(signum: signal.Signals) -> None:
+        if args.verbose and not stop.is_set():
+            _note(f"{signum.name} received, stopping")
+        stop.set()
+
+    with _stop_on_signals(asyncio.get_running_loop(), on_signal):
+        # The signal handlers are in place before the reader starts, so a stop requested
+        # while the stream is being resolved is honoured too.
+        await _until_stopped(
+            _copy(
+                reader,
+                render,
+                out,
+                args.max_records,
+                verbose=args.verbose,
+                announce=args.verbose or _stderr_is_terminal(),
+            ),
+            stop,
         )
-    except ConfigurationError as exc:
-        if args.follow and "follow" in str(exc):
-            raise _UsageError(_FOLLOW_UNAVAILABLE) from exc
-        raise
-    remaining: int | None = args.max_records
-    async with reader:
-        async for batch in reader.batches():
-            if remaining is not None:
-                batch = batch[:remaining]
-                remaining -= len(batch)
-            out.write(b"".join([render(record) for record in batch]))
-            # One flush per batch (a GetRecords page at most): prompt for a human watching,
-            # cheap for a pipe.
-            out.flush()
-            if remaining == 0:
-                break
     return 0
+
+
+async def _copy(
+    reader: StreamReader[Record],
+    render: Callable[[Record], bytes],
+    out: _Output,
+    limit: int | None,
+    *,
+    verbose: bool,
+    announce: bool | None = None,
+) -> None:
+    """Start ``reader``, write its records (at most ``limit``) and stop it, however this ends.
+
+    ``announce`` (default: ``verbose``) says on stderr which stream is read. Cancellation
+    only happens while waiting for the next batch, never halfway through writing one:
+    writing and flushing do not await.
+    """
+    remaining = limit
+    started = False
+    try:
+        async with reader:
+            started = True
+            if verbose if announce is None else announce:
+                mode = "following" if reader.follow else "reading"
+                hint = ", Ctrl-C to stop" if reader.follow else ""
+                _note(f"{mode} {reader.stream_arn}{hint}")
+            async for batch in reader.batches():
+                if remaining is not None:
+                    batch = batch[:remaining]
+                    remaining -= len(batch)
+                out.write(b"".join([render(record) for record in batch]))
+                # One flush per batch (a GetRecords page at most): prompt for a human
+                # watching or a pipe reader, cheap for a pipe.
+                out.flush()
+                if remaining == 0:
+                    break
+    finally:
+        if verbose and started:
+            _note("reader stopped")
 
 
 def _cmd_describe(args: argparse.Namespace, out: _Output) -> int:

@@ -16,6 +16,9 @@ Record formats:
 
 Description formats: :func:`description_to_text` (fields and the shard lineage as a tree)
 and :func:`description_to_json`.
+
+Reader events (:func:`event_to_text`): one line per :mod:`ddbstreams._events` event, for the
+``--verbose`` progress log on stderr.
 """
 
 from __future__ import annotations
@@ -28,8 +31,21 @@ from typing import Any, Final
 import orjson
 
 from ddbstreams._decode import dumps_plain_json
+from ddbstreams._events import (
+    IteratorRefreshed,
+    ReaderError,
+    ReaderEvent,
+    RecordsTrimmed,
+    RequestRetried,
+    ShardFinished,
+    ShardsDiscovered,
+    ShardStarted,
+    StreamDisabled,
+    Throttled,
+)
 from ddbstreams._lineage import ShardGraph, shard_order_key
 from ddbstreams._model import Record, Shard, StreamDescription
+from ddbstreams._position import ShardStart
 
 __all__ = [
     "ASCII",
@@ -37,6 +53,7 @@ __all__ = [
     "Glyphs",
     "description_to_json",
     "description_to_text",
+    "event_to_text",
     "format_time",
     "record_to_jsonl",
     "record_to_pretty",
@@ -324,3 +341,66 @@ def description_to_json(description: StreamDescription) -> bytes:
         "shards": shard_objects,
     }
     return orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"
+
+
+# -- reader events -----------------------------------------------------------------------
+
+
+def _shard_start_text(start: ShardStart) -> str:
+    if start.iterator_type == "TRIM_HORIZON":
+        return "at trim horizon"
+    if start.iterator_type == "LATEST":
+        return "at latest"
+    where = "at" if start.iterator_type == "AT_SEQUENCE_NUMBER" else "after"
+    return f"{where} {start.sequence_number}"
+
+
+def _on_shard(shard_id: str | None) -> str:
+    return f" on {shard_id}" if shard_id is not None else ""
+
+
+def _error_text(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def event_to_text(event: ReaderEvent) -> str:
+    """One line (no newline, no control characters from messages) describing ``event``.
+
+    For example ``shard started: shardId-... at trim horizon``, ``throttled: GetRecords on
+    shardId-... (attempt 2), retrying in 0.40 s``. Durations are seconds.
+    """
+    match event:
+        case ShardStarted(shard_id, start):
+            return f"shard started: {shard_id} {_shard_start_text(start)}"
+        case ShardFinished(shard_id):
+            return f"shard finished: {shard_id} (read to its end)"
+        case ShardsDiscovered(shard_ids):
+            return f"shards discovered: {', '.join(_sorted_ids(shard_ids))}"
+        case Throttled(operation, shard_id, attempt, delay):
+            return (
+                f"throttled: {operation}{_on_shard(shard_id)} (attempt {attempt}), "
+                f"retrying in {delay:.2f} s"
+            )
+        case RequestRetried(operation, shard_id, code, attempt, delay):
+            return (
+                f"request failed: {operation}{_on_shard(shard_id)} ({code}, attempt {attempt}), "
+                f"retrying in {delay:.2f} s"
+            )
+        case IteratorRefreshed(shard_id, after):
+            where = f"after {after}" if after is not None else "at its start position"
+            return f"iterator expired: {shard_id}, continuing {where}"
+        case RecordsTrimmed(shard_id, after, shard_gone):
+            lost = f"after {after}" if after is not None else "from its start position"
+            if shard_gone:
+                return f"records trimmed: {shard_id} is gone (records {lost} were lost)"
+            return (
+                f"records trimmed: {shard_id}, records {lost} were lost; "
+                "continuing at the oldest remaining record"
+            )
+        case StreamDisabled(stream_arn):
+            return f"stream disabled: {stream_arn}; reading what remains, then stopping"
+        case ReaderError(error, shard_id, retrying):
+            state = "retrying" if retrying else "giving up"
+            return f"error{_on_shard(shard_id)} ({state}): {_error_text(error)}"
+    return repr(event)  # pragma: no cover - an event type added later

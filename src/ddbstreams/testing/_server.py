@@ -9,6 +9,14 @@ the exact dicts/bytes of :class:`~ddbstreams.testing.SimulatorTransport`, with a
 ``{"__type": "com.amazonaws.dynamodb.v20120810#<Code>", "message": ...}`` with status 400
 (500 for ``InternalServerError``). Requests are not authenticated: any credentials work.
 
+Injected transport-level failures (:class:`~ddbstreams.testing.Faults`, or
+``fail_next(..., "ConnectionError" | "Timeout")``) get no response at all: for
+``ConnectionError`` the server resets the connection (TCP RST) at once, for ``Timeout`` it
+first holds the request ``timeout_delay`` seconds (real time), so a client whose read timeout
+is shorter sees a timeout, and one whose is longer sees the reset. Clients see real
+connection errors (botocore ``ConnectionClosedError``/``EndpointConnectionError``,
+``ReadTimeoutError``).
+
 Two ways to run it:
 
 * ``async with serve_simulator(sim) as endpoint_url:`` serves on the running event loop;
@@ -20,12 +28,14 @@ Two ways to run it:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
+import struct
 import threading
 import uuid
 import zlib
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any, Final, Self
 
@@ -66,7 +76,27 @@ def _error_response(code: str, message: str, status: int | None) -> web.Response
     return _response(body, status or (500 if code == "InternalServerError" else 400))
 
 
-def _make_app(simulator: StreamSimulator) -> web.Application:
+#: Default real-time stall before an injected ``Timeout`` drops the connection.
+DEFAULT_TIMEOUT_DELAY: Final = 2.0
+
+
+async def _drop_connection(request: web.Request, delay: float) -> web.Response:
+    """Reset the client's connection without answering (after ``delay`` seconds)."""
+    if delay > 0:
+        await asyncio.sleep(delay)
+    transport = request.transport
+    if transport is not None and not transport.is_closing():
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # Linger 0: close() sends RST, a real "connection reset by peer", not a FIN.
+            with contextlib.suppress(OSError):  # the peer may be gone already
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+    # Nothing can be sent any more; aiohttp drops the exception quietly on a closed transport.
+    raise web.HTTPServiceUnavailable()
+
+
+def _make_app(simulator: StreamSimulator, timeout_delay: float) -> web.Application:
     transport = SimulatorTransport(simulator)
 
     async def handle(request: web.Request) -> web.Response:
@@ -93,6 +123,10 @@ def _make_app(simulator: StreamSimulator) -> web.Application:
             else:
                 body = orjson.dumps(transport.call_sync(operation, params))
         except TransportError as exc:
+            if exc.status is None and exc.code in ("ConnectionError", "Timeout"):
+                return await _drop_connection(
+                    request, timeout_delay if exc.code == "Timeout" else 0.0
+                )
             return _error_response(exc.code, exc.message, exc.status)
         except Exception as exc:  # a simulator bug: answer like the service would, log it
             _log.exception("simulator failed on %s", operation)
@@ -104,17 +138,27 @@ def _make_app(simulator: StreamSimulator) -> web.Application:
     return app
 
 
-@asynccontextmanager
+@contextlib.asynccontextmanager
 async def serve_simulator(
-    simulator: StreamSimulator, *, host: str = "127.0.0.1", port: int = 0
+    simulator: StreamSimulator,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    timeout_delay: float = DEFAULT_TIMEOUT_DELAY,
 ) -> AsyncIterator[str]:
     """Serve ``simulator`` on the running event loop; yield its endpoint URL.
 
-    ``port=0`` picks a free port. The server stops when the block exits. Sync HTTP clients
-    (boto3) must not call it from the same thread, as they would block the loop that
-    serves them: use :class:`SimulatorServer` or ``asyncio.to_thread`` for those.
+    ``port=0`` picks a free port. ``timeout_delay`` is how long (real seconds) an injected
+    ``Timeout`` holds the request before the connection is dropped. The server stops when
+    the block exits (requests still held are abandoned). Sync HTTP clients (boto3) must not
+    call it from the same thread, as they would block the loop that serves them: use
+    :class:`SimulatorServer` or ``asyncio.to_thread`` for those.
     """
-    runner = web.AppRunner(_make_app(simulator), access_log=None, shutdown_timeout=1.0)
+    if not timeout_delay >= 0:
+        raise ValueError("timeout_delay must not be negative")
+    runner = web.AppRunner(
+        _make_app(simulator, timeout_delay), access_log=None, shutdown_timeout=1.0
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
@@ -130,15 +174,24 @@ class SimulatorServer:
 
     ``start()`` returns once the server accepts connections; ``stop()`` shuts it down and
     joins the thread (idempotent). Also a context manager. Writes to the simulator from
-    the test's thread are safe while the server runs.
+    the test's thread are safe while the server runs. ``timeout_delay`` as for
+    :func:`serve_simulator`.
     """
 
     def __init__(
-        self, simulator: StreamSimulator, *, host: str = "127.0.0.1", port: int = 0
+        self,
+        simulator: StreamSimulator,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        timeout_delay: float = DEFAULT_TIMEOUT_DELAY,
     ) -> None:
+        if not timeout_delay >= 0:
+            raise ValueError("timeout_delay must not be negative")
         self.simulator = simulator
         self._host = host
         self._port = port
+        self._timeout_delay = timeout_delay
         self._endpoint_url: str | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -200,7 +253,9 @@ class SimulatorServer:
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
-        async with serve_simulator(self.simulator, host=self._host, port=self._port) as url:
+        async with serve_simulator(
+            self.simulator, host=self._host, port=self._port, timeout_delay=self._timeout_delay
+        ) as url:
             self._endpoint_url = url
             self._ready.set()
             await self._stopping.wait()
