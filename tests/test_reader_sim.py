@@ -293,3 +293,24 @@ async def test_at_sequence_finds_the_right_shard_among_overlapping_open_ranges()
         assert [r.sequence_number for r in records] == sequence_numbers[
             len(sequence_numbers) // 2 :
         ]
+
+
+async def test_shard_batches_carry_sequence_numbers_and_end_markers() -> None:
+    sim = StreamSimulator(partitions=1, seed=47)
+    for i in range(7):
+        sim.put_item({"pk": f"item-{i}"})
+    (root,) = await shard_ids(sim)
+    (child,) = sim.roll_over(root)
+    sim.put_item({"pk": "in-child"})
+
+    async with ddbstreams.StreamReader(sim.stream_arn, client=sim.client()) as reader:
+        batches = [batch async for batch in reader.shard_batches(3)]
+
+    by_shard = [(b.shard_id, len(b.records), b.ends_shard) for b in batches]
+    # Root: 3 + 3 + 1 records, the last batch ending it (possibly an empty marker after).
+    assert by_shard[:2] == [(root, 3, False), (root, 3, False)]
+    assert [b for b in batches if b.shard_id == root][-1].ends_shard
+    assert sum(n for shard, n, _ in by_shard if shard == root) == 7
+    assert [(s, n) for s, n, _ in by_shard if s == child] == [(child, 1)]
+    for batch in batches:
+        assert batch.sequence_numbers == [r.sequence_number for r in batch.records]

@@ -8,6 +8,7 @@ from collections import Counter
 from typing import Any
 
 import botocore.session
+import orjson
 import pytest
 
 from ddbstreams.testing._server import SimulatorServer
@@ -54,7 +55,10 @@ async def test_splits_stop_at_max_open_shards() -> None:
     sim = StreamSimulator(clock=clock, seed=4)
 
     async with sim.live(
-        writes_per_second=10.0, rollover_every=None, split_every=1.0, max_open_shards=4,
+        writes_per_second=10.0,
+        rollover_every=None,
+        split_every=1.0,
+        max_open_shards=4,
         duration=20.0,
     ) as live:
         await live.wait()
@@ -78,15 +82,15 @@ async def test_concurrent_pollers_read_every_change_while_the_stream_churns() ->
         it: str | None = (
             await transport.call(
                 "GetShardIterator",
-                {"StreamArn": sim.stream_arn, "ShardId": shard_id,
-                 "ShardIteratorType": "TRIM_HORIZON"},
+                {
+                    "StreamArn": sim.stream_arn,
+                    "ShardId": shard_id,
+                    "ShardIteratorType": "TRIM_HORIZON",
+                },
             )
         )["ShardIterator"]
         while it is not None:
-            page = await transport.get_records_body({"ShardIterator": it})
-            import orjson
-
-            body = orjson.loads(page)
+            body = orjson.loads(await transport.get_records_body({"ShardIterator": it}))
             read.extend(r["dynamodb"]["SequenceNumber"] for r in body["Records"])
             it = body.get("NextShardIterator")
             if not body["Records"]:
@@ -100,9 +104,7 @@ async def test_concurrent_pollers_read_every_change_while_the_stream_churns() ->
                 params: dict[str, Any] = {"StreamArn": sim.stream_arn}
                 if start is not None:
                     params["ExclusiveStartShardId"] = start
-                description = (await transport.call("DescribeStream", params))[
-                    "StreamDescription"
-                ]
+                description = (await transport.call("DescribeStream", params))["StreamDescription"]
                 for shard in description["Shards"]:
                     if shard["ShardId"] not in started:
                         started.add(shard["ShardId"])
@@ -115,12 +117,15 @@ async def test_concurrent_pollers_read_every_change_while_the_stream_churns() ->
                 return
             await clock.sleep(1.0)
 
-    async with sim.live(
-        writes_per_second=100.0, rollover_every=1.5, split_every=2.5, duration=12.0
-    ) as live, asyncio.TaskGroup() as group:
+    async with (
+        sim.live(
+            writes_per_second=100.0, rollover_every=1.5, split_every=2.5, duration=12.0
+        ) as live,
+        asyncio.TaskGroup() as group,
+    ):
         group.create_task(discover(group, live))
         await live.wait()
-        sim.roll_over()  # close every shard so each follower ends
+        sim.disable_stream()  # close every shard (no children) so each follower ends
 
     assert sorted(read, key=int) == [c.sequence_number for c in sim.history]
     assert len(read) == live.writes == 1200
@@ -222,7 +227,7 @@ def test_sort_key_tables_and_argument_checks() -> None:
         {"keys": 0},
         {"duration": -1.0},
     ):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=next(iter(bad))):
             sim.live(**bad)
     with sim.live(writes_per_second=1000.0, rollover_every=None, duration=0.05) as live:
         assert live.join(10.0)
@@ -234,9 +239,12 @@ def test_sort_key_tables_and_argument_checks() -> None:
 
 def test_thread_mode_paced_by_real_time_served_over_http() -> None:
     sim = StreamSimulator(partitions=2, seed=6)
-    with SimulatorServer(sim) as server, sim.live(
-        writes_per_second=500.0, rollover_every=0.05, split_every=None, duration=0.2
-    ) as live:
+    with (
+        SimulatorServer(sim) as server,
+        sim.live(
+            writes_per_second=500.0, rollover_every=0.05, split_every=None, duration=0.2
+        ) as live,
+    ):
         assert live.join(10.0)
         streams = botocore.session.get_session().create_client(
             "dynamodbstreams",
@@ -255,7 +263,7 @@ def test_thread_mode_paced_by_real_time_served_over_http() -> None:
     assert len(closed) == 3
 
 
-def test_thread_mode_reports_the_writer_error() -> None:
+def test_thread_mode_ends_at_once_without_a_table() -> None:
     sim = StreamSimulator()
     sim.delete_table()
     with sim.live(writes_per_second=100.0) as live:

@@ -72,7 +72,7 @@ from ddbstreams._position import (
     after_sequence,
     at_sequence,
 )
-from ddbstreams._reader import ReaderOptions, StreamReader, TrimmedPolicy
+from ddbstreams._reader import ReaderOptions, ShardBatch, StreamReader, TrimmedPolicy
 from ddbstreams._sync import BlockingStreamReader, read
 
 __version__ = "0.1.0"
@@ -112,6 +112,7 @@ __all__ = [
     "RetryPolicy",
     "ServiceError",
     "Shard",
+    "ShardBatch",
     "ShardFinished",
     "ShardGraph",
     "ShardNotFoundError",

@@ -70,7 +70,7 @@ from ddbstreams._position import (
     StartPosition,
 )
 
-__all__ = ["ReaderOptions", "StreamReader", "TrimmedPolicy"]
+__all__ = ["ReaderOptions", "ShardBatch", "StreamReader", "TrimmedPolicy"]
 
 log = logging.getLogger("ddbstreams")
 
@@ -85,6 +85,21 @@ _TRANSIENT = (ThrottledError, ServiceError, EndpointConnectionError)
 @dataclass(slots=True)
 class _Page(Generic[T]):
     """A slice of one shard in the buffer. ``ends_shard``: the shard has no more records."""
+
+    shard_id: str
+    records: list[T]
+    sequence_numbers: list[str]
+    ends_shard: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ShardBatch(Generic[T]):
+    """Consecutive records of one shard, as :meth:`StreamReader.shard_batches` yields them.
+
+    ``sequence_numbers[i]`` is the sequence number of ``records[i]``. ``ends_shard`` is set
+    on the last batch of a shard that has ended; that batch may have no records (the
+    shard's last page was empty), which is how a consumer learns the shard is finished.
+    """
 
     shard_id: str
     records: list[T]
@@ -629,6 +644,46 @@ class StreamReader(Generic[T]):
             if batch is None:
                 return
             yield batch
+
+    def shard_batches(self, max_size: int = 1000) -> AsyncIterator[ShardBatch[T]]:
+        """Iterate :class:`ShardBatch` es: like :meth:`batches`, with the shard, the sequence
+        numbers and end-of-shard markers (possibly without records) for consumers that
+        keep their own checkpoints."""
+        if max_size < 1:
+            raise ConfigurationError("max_size must be at least 1")
+        return self._shard_batches(max_size)
+
+    async def _shard_batches(self, max_size: int) -> AsyncIterator[ShardBatch[T]]:
+        while True:
+            batch = await self._next_shard_batch(max_size)
+            if batch is None:
+                return
+            yield batch
+
+    async def _next_shard_batch(self, max_size: int) -> ShardBatch[T] | None:
+        delivery = self._delivery_state()
+        while delivery.current is None:
+            if self._ended:
+                return None
+            item = await self._buffer.get()
+            if isinstance(item, _EndOfPass):
+                self._ended = True
+                if item.error is not None:
+                    raise item.error
+                return None
+            # Not accept(): an empty end-of-shard page must reach the caller as a batch.
+            delivery.current = item
+            delivery.offset = 0
+        page = delivery.current
+        start = delivery.offset
+        end = min(start + max_size, len(page.records))
+        delivery._handed(page, end)
+        return ShardBatch(
+            page.shard_id,
+            page.records[start:end],
+            page.sequence_numbers[start:end],
+            page.ends_shard and end == len(page.records),
+        )
 
     async def _next_batch(self, max_size: int) -> list[T] | None:
         """Next non-empty batch, or None at the end of the read. Raises the read's error."""
