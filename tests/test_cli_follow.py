@@ -11,6 +11,8 @@ deadline that only turns a hang into a failure.
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import os
 import queue
@@ -20,10 +22,11 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from decimal import Decimal
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 import pytest
 
+from ddbstreams import _cli
 from ddbstreams.local import DynamoDBLocal, SourceTable
 
 pytestmark = pytest.mark.integration
@@ -51,7 +54,7 @@ class FollowingTail:
         for thread in self._threads:
             thread.start()
 
-    def _fail(self, what: str) -> None:
+    def _fail(self, what: str) -> NoReturn:
         self._drain_stderr()
         stderr = "\n".join(self.stderr_lines)
         pytest.fail(f"{what} (command {self.argv}, exit {self.process.poll()}); stderr:\n{stderr}")
@@ -71,10 +74,8 @@ class FollowingTail:
             line = self._stdout.get(timeout=timeout)
         except queue.Empty:
             self._fail(f"no record printed within {timeout:g} s")
-            raise  # unreachable: pytest.fail raised
         if line is None:
             self._fail("stdout ended while a record was expected")
-        assert line is not None
         record: dict[str, Any] = json.loads(line, parse_float=Decimal)
         return record
 
@@ -86,24 +87,21 @@ class FollowingTail:
             return None
         if line is None:
             self._fail("stdout ended while the command should still be following")
-        assert line is not None
         record: dict[str, Any] = json.loads(line, parse_float=Decimal)
         return record
 
     def wait_stderr(self, fragment: str, timeout: float = DEADLINE) -> str:
         """Wait for a stderr line containing ``fragment``; returns it."""
-        for line in self.stderr_lines:
-            if fragment in line:
-                return line
+        for seen in self.stderr_lines:
+            if fragment in seen:
+                return seen
         while True:
             try:
                 line = self._stderr.get(timeout=timeout)
             except queue.Empty:
                 self._fail(f"no stderr line with {fragment!r} within {timeout:g} s")
-                raise
             if line is None:
                 self._fail(f"stderr ended without a line with {fragment!r}")
-            assert line is not None
             self.stderr_lines.append(line)
             if fragment in line:
                 return line
@@ -114,7 +112,6 @@ class FollowingTail:
             status = self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self._fail(f"the command did not exit within {timeout:g} s")
-            raise
         for thread in self._threads:
             thread.join(timeout=timeout)
         rest: list[str] = []
@@ -221,9 +218,7 @@ def test_follow_prints_changes_as_written_and_stops_cleanly(
     assert stderr == ""  # stderr is a pipe and --verbose is off: nothing to report
 
 
-def test_follow_max_records_exits_by_itself(
-    start_tail: Start, source_table: SourceTable
-) -> None:
+def test_follow_max_records_exits_by_itself(start_tail: Start, source_table: SourceTable) -> None:
     source_table.put({"pk": "before"})
 
     tail = start_tail(source_table.name, "-f", "--max-records", "3")
@@ -280,3 +275,56 @@ def test_follow_from_latest_shows_only_later_changes(
     assert lines[-2:] == ["ddbstreams: SIGINT received, stopping", "ddbstreams: reader stopped"]
     assert all(line.startswith("ddbstreams: ") for line in lines)
     assert not any("error" in line for line in lines)
+
+
+class SignalOnFirstWrite(io.RawIOBase):
+    """A stdout that raises ``signum`` in this process once the first record is written."""
+
+    def __init__(self, signum: signal.Signals) -> None:
+        self.signum = signum
+        self.data = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        first = not self.data
+        self.data += bytes(data)
+        if first:
+            signal.raise_signal(self.signum)
+        return len(data)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_follow_in_process_stop_leaves_no_task_and_restores_handlers(
+    ddb_local: DynamoDBLocal,
+    source_table: SourceTable,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    signum: signal.Signals,
+) -> None:
+    kwargs = ddb_local.client_kwargs()
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", kwargs["aws_access_key_id"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", kwargs["aws_secret_access_key"])
+    source_table.put({"pk": "a"})
+    raw = SignalOnFirstWrite(signum)
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(io.BufferedWriter(raw), encoding="utf-8"))
+    leftover: list[asyncio.Task[Any]] = []
+    tail = _cli._tail
+
+    async def tail_then_look(args: Any, out: Any) -> int:
+        status = await tail(args, out)
+        leftover.extend(task for task in asyncio.all_tasks() if task is not asyncio.current_task())
+        return status
+
+    monkeypatch.setattr(_cli, "_tail", tail_then_look)
+    handlers_before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    connection = ["--endpoint-url", kwargs["endpoint_url"], "--region", kwargs["region_name"]]
+
+    status = _cli.main(["tail", source_table.stream_arn, "--follow", *connection])
+
+    assert status == 0
+    assert leftover == []  # every shard fetcher, the coordinator and discovery have ended
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers_before
+    assert [json.loads(line)["keys"] for line in raw.data.decode().splitlines()] == [{"pk": "a"}]
+    assert capsys.readouterr().err == ""

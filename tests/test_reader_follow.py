@@ -359,3 +359,31 @@ def test_blocking_follow_reader_start_and_stop() -> None:
 
     assert got == ["item-0", "item-1", "item-2"]
     assert list(checkpoint.positions.values()) == [sim.history[2].sequence_number]
+
+
+async def test_checkpoint_names_started_children_so_forgotten_parents_stay_consumed() -> None:
+    sim = StreamSimulator(partitions=1, seed=37)
+    for i in range(5):
+        sim.put_item({"pk": f"item-{i}"})
+    (parent,) = sim.open_shard_ids()
+    (child,) = sim.roll_over(parent)
+    events: list[ddbstreams.ReaderEvent] = []
+
+    async with ddbstreams.StreamReader(
+        sim.stream_arn, client=sim.client(), follow=True, options=FAST, on_event=events.append
+    ) as reader:
+        collector = Collector(reader)
+        await collector.run(limit=5)
+        while ddbstreams.ShardStarted(child, ddbstreams.ShardStart("TRIM_HORIZON")) not in events:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # let the coordinator forget the finished parent
+        checkpoint = reader.checkpoint()
+
+    assert parent not in checkpoint.finished  # compacted away...
+    assert checkpoint.pending == {child: ddbstreams.ShardStart("TRIM_HORIZON")}  # ...as covered
+    sim.put_item({"pk": "in-child"})
+    async with ddbstreams.StreamReader(
+        sim.stream_arn, client=sim.client(), start=checkpoint
+    ) as resumed:
+        again = [record.keys["pk"] async for record in resumed]
+    assert again == ["in-child"]

@@ -910,25 +910,6 @@ async def test_list_streams_and_describe_table() -> None:
 # --------------------------------------------------------------------------- clock & threads
 
 
-async def test_simulated_clock_sleep_advances_virtual_time_and_yields() -> None:
-    clock = SimulatedClock(start=1000.0)
-    ran: list[bool] = []
-
-    async def other() -> None:
-        ran.append(True)
-
-    task = asyncio.create_task(other())
-    await clock.sleep(30.0)
-    assert ran == [True]
-    assert (clock.time(), clock.monotonic()) == (1030.0, 30.0)
-    await clock.sleep(-5)
-    clock.advance(0.5)
-    assert clock.time() == 1030.5
-    with pytest.raises(ValueError, match="backwards"):
-        clock.advance(-1)
-    await task
-
-
 def test_shard_ids_carry_the_clock_time_at_creation() -> None:
     clock = SimulatedClock()
     sim = StreamSimulator(clock=clock)

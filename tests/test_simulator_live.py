@@ -269,3 +269,12 @@ def test_thread_mode_ends_at_once_without_a_table() -> None:
     with sim.live(writes_per_second=100.0) as live:
         assert live.join(10.0)  # nothing to write to: it ends at once
     assert live.writes == 0
+
+
+async def test_thread_mode_can_be_awaited_from_async_code() -> None:
+    sim = StreamSimulator()
+    with sim.live(writes_per_second=400.0, rollover_every=None, duration=0.05) as live:
+        await asyncio.wait_for(live.wait(), timeout=30.0)
+        assert live.finished
+        await live.wait()  # already finished: returns at once
+    assert live.writes == 20

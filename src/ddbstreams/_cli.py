@@ -445,6 +445,7 @@ async def _copy(
                 out.write(b"".join([render(record) for record in batch]))
                 # One flush per batch (a GetRecords page at most): prompt for a human
                 # watching or a pipe reader, cheap for a pipe.
+                out.flush()
                 if remaining == 0:
                     break
     finally:

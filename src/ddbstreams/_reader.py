@@ -90,6 +90,7 @@ class _Page(Generic[T]):
     records: list[T]
     sequence_numbers: list[str]
     ends_shard: bool
+    parent_shard_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,12 +100,14 @@ class ShardBatch(Generic[T]):
     ``sequence_numbers[i]`` is the sequence number of ``records[i]``. ``ends_shard`` is set
     on the last batch of a shard that has ended; that batch may have no records (the
     shard's last page was empty), which is how a consumer learns the shard is finished.
+    ``parent_shard_id`` is the shard's parent as listed (its records come first).
     """
 
     shard_id: str
     records: list[T]
     sequence_numbers: list[str]
     ends_shard: bool
+    parent_shard_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -588,19 +591,30 @@ class StreamReader(Generic[T]):
         """The position reached: per shard, the last sequence number handed to the caller.
 
         Pass it back as ``start=`` to resume right after it. Shards read to their end are
-        ``finished``; planned shards that have delivered nothing yet are ``pending``.
-        Finished shards whose children the checkpoint already covers are left out (lineage
-        infers them), so a follow reader's checkpoint does not grow with the stream's age.
+        ``finished``; shards being read or waiting to be read that have handed nothing yet
+        are ``pending`` with the position they start at. Finished shards whose readers'
+        children have started are left out (lineage infers them from their descendants), so
+        a follow reader's checkpoint does not grow with the stream's age.
         """
         delivery = self._delivery
         if delivery is None or self._stream_arn is None:
             raise RuntimeError("the reader has not been started")
-        forgotten = self._tracker.forgotten if self._tracker is not None else frozenset()
+        positions = dict(delivery.positions)
+        finished = set(delivery.finished)
+        pending = dict(delivery.pending)
+        tracker = self._tracker
+        if tracker is not None:
+            finished -= tracker.forgotten
+            # Name every shard still to be read, so that the finished ancestors left out
+            # above are known to be consumed (they have a named descendant).
+            for shard_id in tracker.running | tracker.waiting:
+                if shard_id not in positions and shard_id not in finished:
+                    pending.setdefault(shard_id, tracker.start_of(shard_id))
         return Checkpoint(
             stream_arn=self._stream_arn,
-            positions=dict(delivery.positions),
-            finished=frozenset(delivery.finished) - forgotten,
-            pending=dict(delivery.pending),
+            positions=positions,
+            finished=frozenset(finished),
+            pending=pending,
         )
 
     def lag(self) -> dict[str, float]:
@@ -683,6 +697,7 @@ class StreamReader(Generic[T]):
             page.records[start:end],
             page.sequence_numbers[start:end],
             page.ends_shard and end == len(page.records),
+            page.parent_shard_id,
         )
 
     async def _next_batch(self, max_size: int) -> list[T] | None:
@@ -976,7 +991,13 @@ class _ShardFetcher(Generic[T]):
                         cast(Record, record).sequence_number for record in page.records
                     ]
                 await reader._buffer.put(
-                    _Page(shard_id, page.records, sequence_numbers, ends_shard)
+                    _Page(
+                        shard_id,
+                        page.records,
+                        sequence_numbers,
+                        ends_shard,
+                        self._shard.parent_shard_id,
+                    )
                 )
                 if sequence_numbers:
                     self._last_sequence_number = sequence_numbers[-1]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar, overload
@@ -98,7 +98,11 @@ class BlockingStreamReader(Generic[T]):
         return self._reader.stream_arn
 
     def checkpoint(self) -> Checkpoint:
-        return self._reader.checkpoint()
+        """See :meth:`StreamReader.checkpoint`: exactly what this iterator returned."""
+        if self._closed:
+            return self._reader.checkpoint()
+        # Read on the loop thread: the lineage state it consults changes there.
+        return self._portal.run(_call(self._reader.checkpoint))
 
     def __enter__(self) -> Self:
         try:
@@ -131,6 +135,10 @@ class BlockingStreamReader(Generic[T]):
         while self._portal.run(self._reader._fill()):
             while delivery.current is not None:
                 yield delivery.take_one()
+
+
+async def _call(function: Callable[[], R]) -> R:
+    return function()
 
 
 async def _make_reader(stream: str, kwargs: dict[str, Any]) -> StreamReader[Any]:

@@ -80,10 +80,14 @@ def _error_response(code: str, message: str, status: int | None) -> web.Response
 DEFAULT_TIMEOUT_DELAY: Final = 2.0
 
 
-async def _drop_connection(request: web.Request, delay: float) -> web.Response:
-    """Reset the client's connection without answering (after ``delay`` seconds)."""
+async def _drop_connection(
+    request: web.Request, delay: float, closing: asyncio.Event
+) -> web.Response:
+    """Reset the client's connection without answering (after ``delay`` seconds, or as
+    soon as the server shuts down)."""
     if delay > 0:
-        await asyncio.sleep(delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(closing.wait(), delay)
     transport = request.transport
     if transport is not None and not transport.is_closing():
         sock = transport.get_extra_info("socket")
@@ -96,7 +100,9 @@ async def _drop_connection(request: web.Request, delay: float) -> web.Response:
     raise web.HTTPServiceUnavailable()
 
 
-def _make_app(simulator: StreamSimulator, timeout_delay: float) -> web.Application:
+def _make_app(
+    simulator: StreamSimulator, timeout_delay: float, closing: asyncio.Event
+) -> web.Application:
     transport = SimulatorTransport(simulator)
 
     async def handle(request: web.Request) -> web.Response:
@@ -125,7 +131,7 @@ def _make_app(simulator: StreamSimulator, timeout_delay: float) -> web.Applicati
         except TransportError as exc:
             if exc.status is None and exc.code in ("ConnectionError", "Timeout"):
                 return await _drop_connection(
-                    request, timeout_delay if exc.code == "Timeout" else 0.0
+                    request, timeout_delay if exc.code == "Timeout" else 0.0, closing
                 )
             return _error_response(exc.code, exc.message, exc.status)
         except Exception as exc:  # a simulator bug: answer like the service would, log it
@@ -156,8 +162,9 @@ async def serve_simulator(
     """
     if not timeout_delay >= 0:
         raise ValueError("timeout_delay must not be negative")
+    closing = asyncio.Event()
     runner = web.AppRunner(
-        _make_app(simulator, timeout_delay), access_log=None, shutdown_timeout=1.0
+        _make_app(simulator, timeout_delay, closing), access_log=None, shutdown_timeout=1.0
     )
     await runner.setup()
     try:
@@ -166,6 +173,7 @@ async def serve_simulator(
         bound_port = runner.addresses[0][1]
         yield f"http://{host}:{bound_port}"
     finally:
+        closing.set()  # stalled requests give up now rather than hold the shutdown
         await runner.cleanup()
 
 

@@ -47,6 +47,7 @@ import asyncio
 import base64
 import binascii
 import bisect
+import contextlib
 import copy
 import hashlib
 import heapq
@@ -1604,6 +1605,8 @@ class LiveWriter:
         self._cancelled_parent = False
         self._exiting = False
         self._thread: threading.Thread | None = None
+        self._waiters_lock = threading.Lock()
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
 
     def __repr__(self) -> str:
         return (
@@ -1649,7 +1652,14 @@ class LiveWriter:
         if self._task is not None:
             await asyncio.wait([self._task])
         elif self._thread is not None:
-            await asyncio.to_thread(self._finished.wait)
+            # Woken by the thread through the loop (not waited for in an executor thread,
+            # which a cancelled wait would leave blocked).
+            event = asyncio.Event()
+            with self._waiters_lock:
+                if self._finished.is_set():
+                    return
+                self._waiters.append((asyncio.get_running_loop(), event))
+            await event.wait()
 
     def join(self, timeout: float | None = None) -> bool:
         """Block until a thread-run writer ends; return whether it ended (sync mode)."""
@@ -1750,6 +1760,11 @@ class LiveWriter:
             self._error = error
         finally:
             self._finished.set()
+            with self._waiters_lock:
+                for loop, event in self._waiters:
+                    with contextlib.suppress(RuntimeError):  # that loop is closed
+                        loop.call_soon_threadsafe(event.set)
+                self._waiters.clear()
 
     # ------------------------------------------------------------------ schedule
 
