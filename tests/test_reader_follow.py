@@ -367,15 +367,18 @@ async def test_checkpoint_names_started_children_so_forgotten_parents_stay_consu
         sim.put_item({"pk": f"item-{i}"})
     (parent,) = sim.open_shard_ids()
     (child,) = sim.roll_over(parent)
-    events: list[ddbstreams.ReaderEvent] = []
+    child_started = asyncio.Event()
+
+    def on_event(event: ddbstreams.ReaderEvent) -> None:
+        if event == ddbstreams.ShardStarted(child, ddbstreams.ShardStart("TRIM_HORIZON")):
+            child_started.set()
 
     async with ddbstreams.StreamReader(
-        sim.stream_arn, client=sim.client(), follow=True, options=FAST, on_event=events.append
+        sim.stream_arn, client=sim.client(), follow=True, options=FAST, on_event=on_event
     ) as reader:
         collector = Collector(reader)
         await collector.run(limit=5)
-        while ddbstreams.ShardStarted(child, ddbstreams.ShardStart("TRIM_HORIZON")) not in events:
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(child_started.wait(), 10)
         await asyncio.sleep(0.05)  # let the coordinator forget the finished parent
         checkpoint = reader.checkpoint()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "AccessDeniedError",
     "CheckpointError",
+    "ConditionFailedError",
     "ConfigurationError",
     "CredentialsError",
     "DDBStreamsError",
@@ -48,6 +49,11 @@ class InvalidPositionError(ConfigurationError):
 
 class CheckpointError(DDBStreamsError):
     """A checkpoint is corrupt, belongs to another stream, or cannot be stored."""
+
+
+class ConditionFailedError(DDBStreamsError):
+    """A conditional write to a state table was refused: its condition did not hold
+    (ConditionalCheckFailedException). Checkpoint stores turn it into a CheckpointError."""
 
 
 class StreamNotFoundError(DDBStreamsError):
