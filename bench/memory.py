@@ -10,7 +10,7 @@ copy-on-write and counted in every process's RSS alike):
    as fast as it can (consumer does nothing but the checks). Its rate R is "the stream".
 2. ddbstreams, default ``buffer_pages`` (8): a caller that handles R/100 records per second
    (``await asyncio.sleep`` between batches of 100, so the fetchers are free to run) reads
-   for about 30 s, while RSS is sampled every 0.5 s.
+   for about 25 s, while RSS is sampled every 0.5 s.
 3. baseline, same caller and pace, but ``buffer_pages=1,000,000``: what a reader without
    backpressure does (fetch ahead into an unbounded buffer, i.e. read everything into a
    list), for the same records.
@@ -53,10 +53,12 @@ BATCH = 100
 SAMPLE_EVERY = 0.5
 WARM_UP = 5.0
 UNBOUNDED_PAGES = 1_000_000
-# What the simulator costs per record, measured: about 4.7 KB, mostly because orjson.dumps
-# returns bytes objects with a ~4 KB allocation whatever their length; plus what the
-# unbounded baseline holds per decoded record. Used only to refuse a backlog that won't fit.
-SIMULATOR_BYTES_PER_RECORD = 5200
+# What a backlog record costs in memory, measured, to shrink a backlog that would not fit:
+# the simulator holds about 4.7 KB per record (orjson.dumps returns bytes objects with a
+# ~4 KB allocation whatever their length), a scenario that reads the whole backlog makes a
+# private copy-on-write copy of those pages (reading a record touches its refcount), and
+# the unbounded baseline holds about 1.2 KB per decoded record on top.
+SIMULATOR_BYTES_PER_RECORD = 5000
 DECODED_BYTES_PER_RECORD = 1500
 
 
@@ -229,7 +231,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backlog", type=int, default=1_000_000, help="records in the backlog")
     parser.add_argument(
-        "--slow-seconds", type=float, default=30.0, help="how long each slow caller reads"
+        "--slow-seconds", type=float, default=25.0, help="how long each slow caller reads"
     )
     args = parser.parse_args()
     if not sys.platform.startswith("linux"):
@@ -237,7 +239,7 @@ def main() -> int:
         return 2
 
     backlog = args.backlog
-    per_record = SIMULATOR_BYTES_PER_RECORD + DECODED_BYTES_PER_RECORD
+    per_record = 2 * SIMULATOR_BYTES_PER_RECORD + DECODED_BYTES_PER_RECORD
     fits = int((available_mb() - 1024) * 2**20 / per_record)
     if fits < backlog:
         reduced = max(10_000, fits // 10_000 * 10_000)

@@ -183,3 +183,33 @@ async def test_client_backoff_runs_on_the_shared_virtual_clock() -> None:
     assert sim.calls["DescribeStream"] == 6
     assert clock.monotonic() > 0.0  # the backoff waited, in virtual time
     assert time.monotonic() - wall < 5.0
+
+
+async def test_a_clock_refuses_sleepers_of_a_second_running_loop() -> None:
+    clock = SimulatedClock()
+    spinning = True
+
+    async def busy() -> None:
+        # Always runnable on purpose (an Event would let the loop go idle): virtual time
+        # cannot move, so the driver stays alive while the other loop tries to sleep.
+        while spinning:  # noqa: ASYNC110
+            await asyncio.sleep(0)
+
+    sleeper = asyncio.create_task(clock.sleep(10.0))
+    spinner = asyncio.create_task(busy())
+    await asyncio.sleep(0)
+
+    def sleep_on_another_loop() -> str:
+        try:
+            asyncio.run(clock.sleep(1.0))
+        except RuntimeError as error:
+            return str(error)
+        return "slept"
+
+    message = await asyncio.to_thread(sleep_on_another_loop)
+    spinning = False
+    await spinner
+    await sleeper
+
+    assert message == "this SimulatedClock already drives sleepers of another event loop"
+    assert clock.monotonic() == 10.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -43,3 +44,30 @@ def test_simulator_server_serves_the_fixture_stream(
     )
 
     assert [r.keys for r in records] == [{"pk": "over-http"}]
+
+
+async def test_simulated_clock_fixture_drives_a_follow_reader_in_virtual_time(
+    simulated_clock: Any, make_stream_simulator: Callable[..., StreamSimulator]
+) -> None:
+    sim = make_stream_simulator(clock=simulated_clock, partitions=2, seed=3)
+    start = simulated_clock.monotonic()
+    got: list[ddbstreams.Record] = []
+    all_read = asyncio.Event()
+    async with ddbstreams.StreamReader(
+        sim.stream_arn, client=sim.client(), follow=True, clock=simulated_clock
+    ) as reader:
+        async with sim.live(writes_per_second=20.0, rollover_every=1.0, duration=5.0) as live:
+            await live.wait()
+
+        async def consume() -> None:
+            async for record in reader:
+                got.append(record)
+                if len(got) == len(sim.history):
+                    all_read.set()
+
+        consuming = asyncio.create_task(consume())
+        await asyncio.wait_for(all_read.wait(), 30)
+        consuming.cancel()
+
+    assert len(got) == len(sim.history) == 100
+    assert simulated_clock.monotonic() - start >= 5.0

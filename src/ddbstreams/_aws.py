@@ -39,7 +39,10 @@ DEFAULT_LOCAL_REGION: Final = "us-east-1"
 """Region used when an endpoint URL is given but no region is configured anywhere: local
 engines accept any region, and botocore needs one to sign."""
 
-_DYNAMODB_OPERATIONS: Final = frozenset({"DescribeTable"})
+# DescribeTable resolves source tables; the rest serve state tables (checkpoints, leases).
+_DYNAMODB_OPERATIONS: Final = frozenset(
+    {"DescribeTable", "CreateTable", "GetItem", "PutItem", "DeleteItem"}
+)
 _STREAMS_OPERATIONS: Final = frozenset(
     {"DescribeStream", "GetShardIterator", "GetRecords", "ListStreams"}
 )

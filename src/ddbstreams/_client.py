@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
@@ -31,6 +31,7 @@ from ddbstreams._clock import Clock, SystemClock
 from ddbstreams._decode import parse_get_records_body
 from ddbstreams._errors import (
     AccessDeniedError,
+    ConditionFailedError,
     ConfigurationError,
     CredentialsError,
     DDBStreamsError,
@@ -83,6 +84,10 @@ _VALIDATION_CODES: Final = frozenset(
     }
 )
 _ACCESS_DENIED_CODES: Final = frozenset({"AccessDeniedException", "AccessDenied"})
+# DynamoDB operations on a state table (checkpoints, leases): "not found" means the table.
+_TABLE_OPERATIONS: Final = frozenset(
+    {"DescribeTable", "CreateTable", "GetItem", "PutItem", "DeleteItem"}
+)
 
 _CREDENTIALS_HELP: Final = (
     "pass aws_access_key_id and aws_secret_access_key, set the AWS_ACCESS_KEY_ID and "
@@ -159,8 +164,10 @@ def map_transport_error(
     what = target.describe()
     tries = f"after {attempts} attempt{'s' if attempts != 1 else ''}"
 
+    if code == "ConditionalCheckFailedException":
+        return ConditionFailedError(f"{operation} on {what}: the condition did not hold {detail}")
     if code == "ResourceNotFoundException":
-        if operation == "DescribeTable" or (
+        if operation in _TABLE_OPERATIONS or (
             operation == "ListStreams" and target.table_name is not None
         ):
             return TableNotFoundError(f"table {target.table_name!r} not found {detail}")
@@ -344,6 +351,11 @@ class StreamsClient:
     def transport(self) -> Transport:
         """The transport requests go through."""
         return self._transport
+
+    @property
+    def clock(self) -> Clock:
+        """The clock the client waits through (state-table stores share it)."""
+        return self._clock
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -656,3 +668,115 @@ class StreamsClient:
                 )
             seen.add(next_start)
             params["ExclusiveStartStreamArn"] = next_start
+
+    # ------------------------------------------------------------------ state tables
+    # DynamoDB item operations for the tables this library writes (checkpoints, leases).
+    # Items and keys are DynamoDB wire attribute maps ({"name": {"S": "x"}}); these methods
+    # are internal plumbing for the stores, which own the item layout.
+
+    async def describe_table(self, table_name: str) -> dict[str, Any]:
+        """DescribeTable: the ``Table`` description (wire shape).
+
+        :class:`TableNotFoundError` when the table does not exist.
+        """
+        target = _Target(table_name=table_name)
+        response = await self._call("DescribeTable", {"TableName": table_name}, target)
+        table = response.get("Table")
+        if not isinstance(table, dict):
+            raise ServiceError(f"DescribeTable for {target.describe()} returned no table")
+        return table
+
+    async def create_table(
+        self,
+        table_name: str,
+        *,
+        attribute_definitions: Sequence[Mapping[str, str]],
+        key_schema: Sequence[Mapping[str, str]],
+        billing_mode: str = "PAY_PER_REQUEST",
+    ) -> bool:
+        """CreateTable; True if this call created it, False if it already existed.
+
+        Returns as soon as the service accepted the request: the table may still be
+        CREATING (poll :meth:`describe_table`). ResourceInUseException (the table exists
+        or is being created, perhaps by a concurrent caller) is not an error here.
+        """
+        params: dict[str, Any] = {
+            "TableName": table_name,
+            "AttributeDefinitions": [dict(d) for d in attribute_definitions],
+            "KeySchema": [dict(k) for k in key_schema],
+            "BillingMode": billing_mode,
+        }
+
+        async def attempt() -> bool:
+            try:
+                await self._transport.call("CreateTable", params)
+            except TransportError as error:
+                if error.code == "ResourceInUseException":
+                    return False
+                raise
+            return True
+
+        return await self._retrying("CreateTable", attempt, _Target(table_name=table_name))
+
+    async def get_item(
+        self, table_name: str, key: Mapping[str, Any], *, consistent_read: bool = True
+    ) -> dict[str, Any] | None:
+        """GetItem (strongly consistent by default): the item's attribute map, or None."""
+        params: dict[str, Any] = {
+            "TableName": table_name,
+            "Key": dict(key),
+            "ConsistentRead": consistent_read,
+        }
+        response = await self._call("GetItem", params, _Target(table_name=table_name))
+        item = response.get("Item")
+        return item if isinstance(item, dict) else None
+
+    async def put_item(
+        self,
+        table_name: str,
+        item: Mapping[str, Any],
+        *,
+        condition_expression: str | None = None,
+        names: Mapping[str, str] | None = None,
+        values: Mapping[str, Any] | None = None,
+    ) -> None:
+        """PutItem, optionally conditional.
+
+        :class:`ConditionFailedError` when ``condition_expression`` does not hold. A retried
+        attempt (after a lost response) may find the condition already spent by its own
+        earlier attempt: callers that care read the item back to tell.
+        """
+        params = self._item_params(table_name, condition_expression, names, values)
+        params["Item"] = dict(item)
+        await self._call("PutItem", params, _Target(table_name=table_name))
+
+    async def delete_item(
+        self,
+        table_name: str,
+        key: Mapping[str, Any],
+        *,
+        condition_expression: str | None = None,
+        names: Mapping[str, str] | None = None,
+        values: Mapping[str, Any] | None = None,
+    ) -> None:
+        """DeleteItem, optionally conditional (:class:`ConditionFailedError`). Deleting an
+        item that does not exist is not an error."""
+        params = self._item_params(table_name, condition_expression, names, values)
+        params["Key"] = dict(key)
+        await self._call("DeleteItem", params, _Target(table_name=table_name))
+
+    @staticmethod
+    def _item_params(
+        table_name: str,
+        condition_expression: str | None,
+        names: Mapping[str, str] | None,
+        values: Mapping[str, Any] | None,
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {"TableName": table_name}
+        if condition_expression is not None:
+            params["ConditionExpression"] = condition_expression
+        if names:
+            params["ExpressionAttributeNames"] = dict(names)
+        if values:
+            params["ExpressionAttributeValues"] = dict(values)
+        return params

@@ -8,8 +8,9 @@ requests and responses are dicts keyed as in the AWS API reference (``StreamArn`
 ``Shards``, ``NextShardIterator``...). Timestamps may arrive as epoch seconds (wire) or as
 datetimes (botocore); the client accepts both.
 
-Operations: ``DescribeStream``, ``GetShardIterator``, ``ListStreams`` (DynamoDB Streams) and
-``DescribeTable`` (DynamoDB, for resolving a source table name to its latest stream).
+Operations: ``DescribeStream``, ``GetShardIterator``, ``ListStreams`` (DynamoDB Streams),
+``DescribeTable`` (DynamoDB, for resolving a source table name to its latest stream) and, for
+state tables (checkpoints), ``CreateTable``, ``GetItem``, ``PutItem`` and ``DeleteItem``.
 GetRecords is separate because its body is never given to a generic parser: the transport
 returns the raw response bytes and the client decodes them directly into records.
 """

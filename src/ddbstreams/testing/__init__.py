@@ -6,7 +6,8 @@
   :func:`serve_simulator` (async) or :class:`SimulatorServer` (a background thread).
 * pytest fixtures (registered automatically when ddbstreams is installed): ``ddb_local``,
   ``source_table`` and ``make_source_table`` run DynamoDB Local (see ``ddbstreams.local``);
-  ``stream_simulator``, ``make_stream_simulator`` and ``simulator_server`` give simulators.
+  ``stream_simulator``, ``make_stream_simulator``, ``simulator_server`` and
+  ``simulated_clock`` give simulators and virtual time.
 
 Names are imported on first use: the pytest plugin lives in this package and is loaded by
 every pytest run, which should not pay for the HTTP server's imports.
@@ -20,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ddbstreams.testing._server import SimulatorServer, serve_simulator
     from ddbstreams.testing._simulator import (
+        Faults,
+        LiveWriter,
         SimulatedChange,
         SimulatedClock,
         SimulatorTransport,
@@ -27,6 +30,8 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "Faults",
+    "LiveWriter",
     "SimulatedChange",
     "SimulatedClock",
     "SimulatorServer",
@@ -36,6 +41,8 @@ __all__ = [
 ]
 
 _HOMES = {
+    "Faults": "ddbstreams.testing._simulator",
+    "LiveWriter": "ddbstreams.testing._simulator",
     "SimulatedChange": "ddbstreams.testing._simulator",
     "SimulatedClock": "ddbstreams.testing._simulator",
     "SimulatorTransport": "ddbstreams.testing._simulator",

@@ -23,6 +23,8 @@ Fixtures for the stream simulator (no engine needed):
 
 - ``stream_simulator`` (function): a fresh :class:`ddbstreams.testing.StreamSimulator`.
 - ``make_stream_simulator`` (function): the class itself, as a factory taking its options.
+- ``simulated_clock`` (function): a fresh :class:`ddbstreams.testing.SimulatedClock`
+  (virtual time) for the simulator and the reader.
 - ``simulator_server`` (function): ``stream_simulator`` served over loopback HTTP
   (``.endpoint_url``) in a background thread, stopped when the test ends.
 """
@@ -39,12 +41,13 @@ import pytest
 if TYPE_CHECKING:
     from ddbstreams.local import DynamoDBLocal, SourceTable
     from ddbstreams.testing._server import SimulatorServer
-    from ddbstreams.testing._simulator import StreamSimulator
+    from ddbstreams.testing._simulator import SimulatedClock, StreamSimulator
 
 __all__ = [
     "ddb_local",
     "make_source_table",
     "make_stream_simulator",
+    "simulated_clock",
     "simulator_server",
     "source_table",
     "stream_simulator",
@@ -118,6 +121,15 @@ def make_stream_simulator() -> Callable[..., StreamSimulator]:
     from ddbstreams.testing._simulator import StreamSimulator
 
     return StreamSimulator
+
+
+@pytest.fixture
+def simulated_clock() -> SimulatedClock:
+    """A fresh virtual clock: pass it to ``make_stream_simulator(clock=...)`` and
+    ``StreamReader(clock=...)`` so waits take no real time."""
+    from ddbstreams.testing._simulator import SimulatedClock
+
+    return SimulatedClock()
 
 
 @pytest.fixture

@@ -1,0 +1,963 @@
+"""Checkpoint stores: where a consumer keeps its :class:`~ddbstreams.Checkpoint` between runs.
+
+A store keeps one checkpoint per ``(name, stream_arn)``. ``name`` is the consumer's (the
+application's) name, so several consumers of one stream keep separate checkpoints. Three
+stores implement :class:`CheckpointStore`:
+
+- :class:`SQLiteCheckpointStore`: a SQLite file, the embedded default (no server needed);
+- :class:`DynamoDBCheckpointStore`: a DynamoDB state table, created on demand;
+- :class:`MemoryCheckpointStore`: a dict, for tests and short-lived programs.
+
+Versions: every stored checkpoint carries a version that the store increments on each save.
+A store instance remembers, per stream, the version it last loaded or saved, and a save only
+succeeds if the stored version is still that one (or nothing is stored). So an older
+checkpoint never overwrites a newer one written by another process: that save raises
+:class:`~ddbstreams.CheckpointError` ("updated by another process; reload it") rather than
+silently winning or losing. A store that never loaded a stream cannot overwrite a stored
+checkpoint of it: call :meth:`~CheckpointStore.load` first.
+
+Corrupt data (a file that is not a SQLite database, an unexpected schema, a stored value
+that does not parse, a checkpoint filed under another stream's key) raises CheckpointError
+naming where the data is and what is wrong; nothing is ever silently reset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+import threading
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final, Protocol, Self, TypeVar, runtime_checkable
+
+import orjson
+
+from ddbstreams._arn import is_table_name
+from ddbstreams._client import StreamsClient
+from ddbstreams._clock import Clock, SystemClock
+from ddbstreams._errors import (
+    CheckpointError,
+    ConditionFailedError,
+    ConfigurationError,
+    TableNotFoundError,
+    ValidationError,
+)
+from ddbstreams._position import Checkpoint
+
+__all__ = [
+    "CheckpointStore",
+    "DynamoDBCheckpointStore",
+    "MemoryCheckpointStore",
+    "SQLiteCheckpointStore",
+    "StoredCheckpoint",
+]
+
+R = TypeVar("R")
+
+DEFAULT_NAME: Final = "default"
+
+
+@runtime_checkable
+class CheckpointStore(Protocol):
+    """Keeps the checkpoint of each stream for one consumer name.
+
+    Implementations must make :meth:`save` atomic (a crash leaves the old or the new
+    checkpoint, never a mix) and must never let an older checkpoint overwrite a newer one.
+    """
+
+    async def load(self, stream_arn: str) -> Checkpoint | None:
+        """The stored checkpoint of ``stream_arn``, or None if nothing is stored.
+
+        CheckpointError if the stored data is corrupt or belongs to another stream.
+        """
+        ...
+
+    async def save(self, checkpoint: Checkpoint) -> None:
+        """Replace the stored checkpoint of ``checkpoint.stream_arn`` atomically.
+
+        CheckpointError if another writer stored a newer checkpoint since this store last
+        loaded or saved it.
+        """
+        ...
+
+    async def clear(self, stream_arn: str) -> None:
+        """Forget the checkpoint of ``stream_arn`` (a reader will start from scratch)."""
+        ...
+
+    async def close(self) -> None:
+        """Release the store's resources. Idempotent."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCheckpoint:
+    """A checkpoint as stored: its key, version and last update time (epoch seconds)."""
+
+    name: str
+    stream_arn: str
+    version: int
+    updated_at: float
+    checkpoint: Checkpoint
+
+
+# --------------------------------------------------------------------------- shared rules
+
+
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or not name:
+        raise ConfigurationError(f"a checkpoint store name must be a non-empty string: {name!r}")
+    return name
+
+
+def _check_arn(stream_arn: str) -> str:
+    if not isinstance(stream_arn, str) or not stream_arn:
+        raise ConfigurationError(f"a stream ARN must be a non-empty string: {stream_arn!r}")
+    return stream_arn
+
+
+def _encode(checkpoint: Checkpoint) -> str:
+    """The JSON text stored for ``checkpoint``; CheckpointError if it would not load back."""
+    if not isinstance(checkpoint, Checkpoint):
+        raise TypeError(f"expected a Checkpoint, not {type(checkpoint).__name__}")
+    _check_arn(checkpoint.stream_arn)
+    data = checkpoint.to_json()
+    try:
+        # Refuse what load() would reject, so a bad checkpoint fails now and not at restart.
+        Checkpoint.from_json(data)
+    except CheckpointError as exc:
+        raise CheckpointError(f"refusing to store an invalid checkpoint: {exc}") from exc
+    return orjson.dumps(data).decode()
+
+
+def _decode(text: object, stream_arn: str, where: str) -> Checkpoint:
+    """Parse stored JSON text; CheckpointError naming ``where`` if corrupt or misfiled."""
+    if not isinstance(text, str | bytes):
+        raise CheckpointError(f"corrupt checkpoint in {where}: stored value is not text")
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise CheckpointError(f"corrupt checkpoint in {where}: invalid JSON ({exc})") from exc
+    try:
+        checkpoint = Checkpoint.from_json(data)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc} (in {where})") from exc
+    if checkpoint.stream_arn != stream_arn:
+        raise CheckpointError(
+            f"corrupt checkpoint in {where}: it is filed under stream {stream_arn} but names "
+            f"stream {checkpoint.stream_arn}"
+        )
+    return checkpoint
+
+
+def _conflict(stream_arn: str, name: str, stored: int | None, where: str) -> CheckpointError:
+    state = f"version {stored}" if stored is not None else "now deleted"
+    return CheckpointError(
+        f"checkpoint of {stream_arn} under {name!r} in {where} was updated by another "
+        f"process ({state}); reload it"
+    )
+
+
+def _check_version(
+    stored: int | None, known: int | None, stream_arn: str, name: str, where: str
+) -> int:
+    """The version to write, given the stored version and the one this store last saw.
+
+    Writing is allowed when nothing is stored or the stored version is the one last seen;
+    the new version continues from the highest version known, so it never repeats.
+    """
+    if stored is not None and stored != known:
+        raise _conflict(stream_arn, name, stored, where)
+    return (known or 0) + 1
+
+
+class _Ordered:
+    """Runs a store's operations one at a time, in call order, on the event loop.
+
+    Cancelling a caller does not cancel work already handed to a thread (threads cannot be
+    interrupted): the caller waits for it to finish before the cancellation goes through,
+    so the next operation never overlaps it.
+    """
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+
+    async def run(self, fn: Callable[[], R]) -> R:
+        async with self._lock:
+            task = asyncio.ensure_future(asyncio.to_thread(fn))
+            try:
+                return await asyncio.shield(task)
+            except asyncio.CancelledError:
+                while not task.done():
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.wait([task])
+                if not task.cancelled():
+                    task.exception()  # retrieved: the caller was cancelled, not failed
+                raise
+
+    async def run_async(self, fn: Callable[[], Awaitable[R]]) -> R:
+        async with self._lock:
+            return await fn()
+
+
+# --------------------------------------------------------------------------- memory
+
+
+class _MemoryData:
+    __slots__ = ("rows",)
+
+    def __init__(self) -> None:
+        # (name, stream_arn) -> (version, JSON text, updated_at)
+        self.rows: dict[tuple[str, str], tuple[int, str, float]] = {}
+
+
+class MemoryCheckpointStore:
+    """Checkpoints in a dict, lost when the process ends.
+
+    Checkpoints are stored as JSON text, as the other stores do, so what loads back is an
+    independent copy validated the same way. ``shared_with`` makes this store use another
+    memory store's data (with its own view of versions), to play two processes in a test.
+    """
+
+    def __init__(
+        self,
+        name: str = DEFAULT_NAME,
+        *,
+        shared_with: MemoryCheckpointStore | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.name = _check_name(name)
+        self._data: _MemoryData = shared_with._data if shared_with is not None else _MemoryData()
+        self._known: dict[str, int | None] = {}
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"MemoryCheckpointStore(name={self.name!r})"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @staticmethod
+    def _where(name: str, stream_arn: str) -> str:
+        return f"memory (name {name!r}, stream {stream_arn})"
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"{self!r} is closed")
+
+    async def load(self, stream_arn: str) -> Checkpoint | None:
+        """The stored checkpoint of ``stream_arn`` under this store's name, or None."""
+        self._check_open()
+        _check_arn(stream_arn)
+        row = self._data.rows.get((self.name, stream_arn))
+        if row is None:
+            self._known[stream_arn] = None
+            return None
+        version, text, _ = row
+        checkpoint = _decode(text, stream_arn, self._where(self.name, stream_arn))
+        self._known[stream_arn] = version
+        return checkpoint
+
+    async def save(self, checkpoint: Checkpoint) -> None:
+        """Store ``checkpoint``; CheckpointError if another store saved a newer one."""
+        self._check_open()
+        text = _encode(checkpoint)
+        arn = checkpoint.stream_arn
+        row = self._data.rows.get((self.name, arn))
+        version = _check_version(
+            None if row is None else row[0], self._known.get(arn), arn, self.name, "memory"
+        )
+        self._data.rows[(self.name, arn)] = (version, text, self._clock.time())
+        self._known[arn] = version
+
+    async def clear(self, stream_arn: str) -> None:
+        """Forget the checkpoint of ``stream_arn`` under this store's name."""
+        self._check_open()
+        _check_arn(stream_arn)
+        self._data.rows.pop((self.name, stream_arn), None)
+        self._known[stream_arn] = None
+
+    async def close(self) -> None:
+        """Mark the store closed (the data stays with any store sharing it). Idempotent."""
+        self._closed = True
+
+    def list_sync(self) -> list[StoredCheckpoint]:
+        """Every checkpoint in this store's data, of every name, sorted by name and stream."""
+        return [
+            StoredCheckpoint(
+                name, arn, version, updated_at, _decode(text, arn, self._where(name, arn))
+            )
+            for (name, arn), (version, text, updated_at) in sorted(self._data.rows.items())
+        ]
+
+
+# --------------------------------------------------------------------------- SQLite
+
+_APPLICATION_ID: Final = int.from_bytes(b"ddbs", "big")
+"""``PRAGMA application_id`` of a ddbstreams checkpoint file."""
+_SCHEMA_VERSION: Final = 1
+"""``PRAGMA user_version`` of the current file layout."""
+_COLUMNS: Final = ("name", "stream_arn", "version", "checkpoint", "updated_at")
+_CREATE_TABLE: Final = """
+CREATE TABLE checkpoints (
+    name TEXT NOT NULL,
+    stream_arn TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    checkpoint TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (name, stream_arn)
+)
+"""
+_BUSY_TIMEOUT: Final = 30.0
+"""Seconds to wait for another process's write lock before giving up."""
+
+
+class SQLiteCheckpointStore:
+    """Checkpoints in a SQLite file: the embedded default, no server needed.
+
+    The file is created on first write (parent directories included) with one table
+    ``checkpoints(name, stream_arn, version, checkpoint, updated_at)``, marked with its own
+    ``application_id`` and schema version. Several processes may share a file: writes are
+    transactions (``BEGIN IMMEDIATE``), and a save whose stored version moved on since this
+    store last loaded or saved raises CheckpointError.
+
+    Durability: WAL journal with ``synchronous=FULL``, so a checkpoint is on disk when
+    :meth:`save` returns; it survives the process being killed and a power loss.
+
+    Blocking SQLite work runs in a worker thread, one operation at a time and in call
+    order, so the event loop never waits on the disk. The ``*_sync`` methods do the same
+    work in the calling thread (for the command line); do not mix them with the async
+    methods from different threads at the same time.
+
+    CheckpointError, naming the file: not a SQLite database, a SQLite database that is not a
+    checkpoint file or has an unexpected schema, a corrupt stored checkpoint, or a file that
+    cannot be opened or stays locked by another process.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        name: str = DEFAULT_NAME,
+        clock: Clock | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.name = _check_name(name)
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._known: dict[str, int | None] = {}
+        self._conn: sqlite3.Connection | None = None
+        # One connection, used by one thread at a time.
+        self._db_lock = threading.Lock()
+        self._ordered: _Ordered | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"SQLiteCheckpointStore({str(self.path)!r}, name={self.name!r})"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close_sync()
+
+    # ------------------------------------------------------------------ async API
+
+    async def _run(self, fn: Callable[[], R]) -> R:
+        if self._ordered is None:
+            self._ordered = _Ordered()
+        return await self._ordered.run(fn)
+
+    async def load(self, stream_arn: str) -> Checkpoint | None:
+        """The stored checkpoint of ``stream_arn`` under this store's name, or None."""
+        _check_arn(stream_arn)
+        return await self._run(lambda: self.load_sync(stream_arn))
+
+    async def save(self, checkpoint: Checkpoint) -> None:
+        """Store ``checkpoint`` durably; CheckpointError if another process saved a newer one."""
+        text = _encode(checkpoint)
+        await self._run(lambda: self._save_text(checkpoint.stream_arn, text))
+
+    async def clear(self, stream_arn: str) -> None:
+        """Forget the checkpoint of ``stream_arn`` under this store's name."""
+        _check_arn(stream_arn)
+        await self._run(lambda: self.clear_sync(stream_arn))
+
+    async def close(self) -> None:
+        """Close the database connection. Idempotent."""
+        if self._closed:
+            return
+        await self._run(self.close_sync)
+
+    # ------------------------------------------------------------------ blocking API
+
+    def load_sync(self, stream_arn: str) -> Checkpoint | None:
+        """:meth:`load`, blocking the calling thread. A missing file is not created."""
+        _check_arn(stream_arn)
+        with self._db_lock:
+            conn = self._connection(create=False)
+            if conn is None:
+                self._known[stream_arn] = None
+                return None
+            row = self._execute(
+                conn,
+                "SELECT version, checkpoint FROM checkpoints WHERE name = ? AND stream_arn = ?",
+                (self.name, stream_arn),
+            ).fetchone()
+            if row is None:
+                self._known[stream_arn] = None
+                return None
+            version = self._version(row[0], self.name, stream_arn)
+            checkpoint = _decode(row[1], stream_arn, self._row_where(self.name, stream_arn))
+            self._known[stream_arn] = version
+            return checkpoint
+
+    def save_sync(self, checkpoint: Checkpoint) -> None:
+        """:meth:`save`, blocking the calling thread."""
+        self._save_text(checkpoint.stream_arn, _encode(checkpoint))
+
+    def clear_sync(self, stream_arn: str) -> None:
+        """:meth:`clear`, blocking the calling thread. A missing file is not created."""
+        _check_arn(stream_arn)
+        with self._db_lock:
+            conn = self._connection(create=False)
+            if conn is not None:
+                self._execute(
+                    conn,
+                    "DELETE FROM checkpoints WHERE name = ? AND stream_arn = ?",
+                    (self.name, stream_arn),
+                )
+            self._known[stream_arn] = None
+
+    def list_sync(self) -> list[StoredCheckpoint]:
+        """Every checkpoint in the file, of every name, sorted by name and stream ARN.
+
+        An empty list for a missing file (which is not created). CheckpointError if any
+        stored checkpoint is corrupt.
+        """
+        with self._db_lock:
+            conn = self._connection(create=False)
+            if conn is None:
+                return []
+            rows = self._execute(
+                conn,
+                "SELECT name, stream_arn, version, updated_at, checkpoint FROM checkpoints "
+                "ORDER BY name, stream_arn",
+                (),
+            ).fetchall()
+        out: list[StoredCheckpoint] = []
+        for name, arn, version, updated_at, text in rows:
+            where = self._row_where(name, arn)
+            if not isinstance(updated_at, int | float):
+                raise CheckpointError(f"corrupt checkpoint in {where}: bad updated_at")
+            out.append(
+                StoredCheckpoint(
+                    name=name,
+                    stream_arn=arn,
+                    version=self._version(version, name, arn),
+                    updated_at=float(updated_at),
+                    checkpoint=_decode(text, arn, where),
+                )
+            )
+        return out
+
+    def close_sync(self) -> None:
+        """:meth:`close`, blocking the calling thread. Idempotent."""
+        with self._db_lock:
+            self._closed = True
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.close()
+
+    # ------------------------------------------------------------------ internals
+
+    def _row_where(self, name: str, stream_arn: str) -> str:
+        return f"{self.path} (name {name!r}, stream {stream_arn})"
+
+    def _version(self, value: object, name: str, stream_arn: str) -> int:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise CheckpointError(
+                f"corrupt checkpoint in {self._row_where(name, stream_arn)}: bad version {value!r}"
+            )
+        return value
+
+    def _save_text(self, stream_arn: str, text: str) -> None:
+        with self._db_lock:
+            conn = self._connection(create=True)
+            assert conn is not None
+            try:
+                self._execute(conn, "BEGIN IMMEDIATE", ())
+                row = self._execute(
+                    conn,
+                    "SELECT version FROM checkpoints WHERE name = ? AND stream_arn = ?",
+                    (self.name, stream_arn),
+                ).fetchone()
+                stored = None if row is None else self._version(row[0], self.name, stream_arn)
+                version = _check_version(
+                    stored, self._known.get(stream_arn), stream_arn, self.name, str(self.path)
+                )
+                self._execute(
+                    conn,
+                    "INSERT INTO checkpoints (name, stream_arn, version, checkpoint, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (name, stream_arn) DO UPDATE SET "
+                    "version = excluded.version, checkpoint = excluded.checkpoint, "
+                    "updated_at = excluded.updated_at",
+                    (self.name, stream_arn, version, text, self._clock.time()),
+                )
+                self._execute(conn, "COMMIT", ())
+            except BaseException:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.rollback()
+                raise
+            self._known[stream_arn] = version
+
+    def _execute(
+        self, conn: sqlite3.Connection, sql: str, params: tuple[object, ...]
+    ) -> sqlite3.Cursor:
+        try:
+            return conn.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+
+    def _error(self, exc: sqlite3.Error) -> CheckpointError:
+        text = str(exc)
+        if isinstance(exc, sqlite3.OperationalError) and "locked" in text:
+            return CheckpointError(
+                f"checkpoint file {self.path} stayed locked by another process for "
+                f"{_BUSY_TIMEOUT:g}s ({text})"
+            )
+        if isinstance(exc, sqlite3.DatabaseError) and "not a database" in text:
+            return CheckpointError(f"checkpoint file {self.path} is not a SQLite database")
+        return CheckpointError(f"checkpoint file {self.path}: {text}")
+
+    def _connection(self, *, create: bool) -> sqlite3.Connection | None:
+        """The open connection; on first use open and check (or initialise) the file.
+
+        None when ``create`` is false and there is no file yet. Caller holds ``_db_lock``.
+        """
+        if self._closed:
+            raise RuntimeError(f"{self!r} is closed")
+        if self._conn is not None:
+            return self._conn
+        in_memory = str(self.path) == ":memory:"
+        if not in_memory:
+            if not create and not self.path.exists():
+                return None
+            if self.path.is_dir():
+                raise CheckpointError(f"checkpoint file {self.path} is a directory")
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise CheckpointError(
+                    f"cannot create the directory of checkpoint file {self.path}: {exc}"
+                ) from exc
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=_BUSY_TIMEOUT,
+                isolation_level=None,  # transactions are explicit
+                check_same_thread=False,  # used from worker threads, one at a time
+            )
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        try:
+            self._prepare(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        return conn
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        """Check that the file is a checkpoint file of the expected schema; initialise an
+        empty one. Nothing is written to a file that fails the check."""
+        if not self._layout_matches(conn):
+            self._execute(conn, "BEGIN IMMEDIATE", ())
+            try:
+                # Another process may have initialised the file since the first look.
+                if not self._layout_matches(conn):
+                    self._execute(conn, f"PRAGMA application_id = {_APPLICATION_ID}", ())
+                    self._execute(conn, _CREATE_TABLE, ())
+                    self._execute(conn, f"PRAGMA user_version = {_SCHEMA_VERSION}", ())
+                self._execute(conn, "COMMIT", ())
+            except BaseException:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.rollback()
+                raise
+        # WAL: readers do not block the writer; FULL: a commit is on disk when it returns.
+        self._execute(conn, "PRAGMA journal_mode = WAL", ())
+        self._execute(conn, "PRAGMA synchronous = FULL", ())
+
+    def _layout_matches(self, conn: sqlite3.Connection) -> bool:
+        """True if the file is a checkpoint file of the current schema; False if it is an
+        empty database (to be initialised); CheckpointError for anything else."""
+        application_id = self._execute(conn, "PRAGMA application_id", ()).fetchone()[0]
+        user_version = self._execute(conn, "PRAGMA user_version", ()).fetchone()[0]
+        tables = [
+            row[0]
+            for row in self._execute(
+                conn, "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name", ()
+            )
+        ]
+        if application_id == 0 and user_version == 0 and not tables:
+            return False
+        if application_id != _APPLICATION_ID:
+            listed = ", ".join(tables) if tables else "none"
+            raise CheckpointError(
+                f"{self.path} is a SQLite database but not a ddbstreams checkpoint file "
+                f"(application_id {application_id}, tables: {listed}); refusing to use it"
+            )
+        if user_version > _SCHEMA_VERSION:
+            raise CheckpointError(
+                f"checkpoint file {self.path} has schema version {user_version}, written by a "
+                f"newer ddbstreams (this one reads version {_SCHEMA_VERSION})"
+            )
+        if user_version != _SCHEMA_VERSION:
+            raise CheckpointError(
+                f"checkpoint file {self.path} has unknown schema version {user_version}"
+            )
+        columns = tuple(row[1] for row in self._execute(conn, "PRAGMA table_info(checkpoints)", ()))
+        if columns != _COLUMNS:
+            found = ", ".join(columns) if columns else "no checkpoints table"
+            raise CheckpointError(
+                f"checkpoint file {self.path} has an unexpected schema: table checkpoints "
+                f"should have columns {', '.join(_COLUMNS)} (found: {found})"
+            )
+        return True
+
+
+# --------------------------------------------------------------------------- DynamoDB
+
+_KEY_SCHEMA: Final = (
+    {"AttributeName": "name", "KeyType": "HASH"},
+    {"AttributeName": "stream_arn", "KeyType": "RANGE"},
+)
+_ATTRIBUTE_DEFINITIONS: Final = (
+    {"AttributeName": "name", "AttributeType": "S"},
+    {"AttributeName": "stream_arn", "AttributeType": "S"},
+)
+_READY_STATUSES: Final = frozenset({"ACTIVE", "UPDATING"})
+_TABLE_POLL_INTERVAL: Final = 1.0
+_TABLE_WAIT_LIMIT: Final = 300.0
+_MAX_UNCONFIRMED: Final = 8
+
+
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    """A write that may have landed without this store learning of it (cancelled or
+    answered by a lost response)."""
+
+    version: int
+    text: str
+
+
+class DynamoDBCheckpointStore:
+    """Checkpoints in a DynamoDB state table, shared by every process that can reach it.
+
+    Items: ``name`` (partition key, S), ``stream_arn`` (sort key, S), ``version`` (N),
+    ``checkpoint`` (S, JSON), ``updated_at`` (N, epoch seconds). With ``create_table`` the
+    table is created on first use if missing (on-demand capacity) and the store waits
+    until it is ACTIVE; without it a missing table raises TableNotFoundError. A table whose
+    key schema is not the one above raises CheckpointError.
+
+    Saves are conditional writes (``attribute_not_exists(name) OR version = :expected``):
+    when another process stored a newer checkpoint, :meth:`save` raises CheckpointError.
+    Reads are strongly consistent. All calls go through a :class:`StreamsClient`: the given
+    ``client`` (left open by :meth:`close`), or one built from ``endpoint_url`` and
+    ``region_name`` (closed by :meth:`close`). Service errors are the client's
+    (EndpointConnectionError, AccessDeniedError, ...), after its retries. Time (``updated_at``,
+    waiting for a new table) comes from ``clock``, by default the client's.
+    """
+
+    def __init__(
+        self,
+        table_name: str,
+        *,
+        name: str = DEFAULT_NAME,
+        client: StreamsClient | None = None,
+        endpoint_url: str | None = None,
+        region_name: str | None = None,
+        create_table: bool = True,
+        clock: Clock | None = None,
+    ) -> None:
+        if not is_table_name(table_name):
+            raise ConfigurationError(
+                f"invalid checkpoint table name {table_name!r}: 3-255 characters of a-z, "
+                "A-Z, 0-9, '_', '-' and '.'"
+            )
+        self.table_name = table_name
+        self.name = _check_name(name)
+        if client is not None and (endpoint_url is not None or region_name is not None):
+            raise ConfigurationError("pass either client= or endpoint_url/region_name, not both")
+        if client is None:
+            client = StreamsClient(endpoint_url=endpoint_url, region_name=region_name)
+            self._owns_client = True
+        else:
+            self._owns_client = False
+        self._client = client
+        self._create_table = create_table
+        self._clock: Clock = clock if clock is not None else client.clock
+        self._known: dict[str, int | None] = {}
+        self._unconfirmed: dict[str, list[_Attempt]] = {}
+        self._ready = False
+        self._ordered: _Ordered | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"DynamoDBCheckpointStore({self.table_name!r}, name={self.name!r})"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def client(self) -> StreamsClient:
+        return self._client
+
+    async def _run(self, fn: Callable[[], Awaitable[R]]) -> R:
+        if self._closed:
+            raise RuntimeError(f"{self!r} is closed")
+        if self._ordered is None:
+            self._ordered = _Ordered()
+        return await self._ordered.run_async(fn)
+
+    def _where(self, stream_arn: str | None = None) -> str:
+        where = f"DynamoDB table {self.table_name!r}"
+        if stream_arn is not None:
+            where += f" (name {self.name!r}, stream {stream_arn})"
+        return where
+
+    def _key(self, stream_arn: str) -> dict[str, Any]:
+        return {"name": {"S": self.name}, "stream_arn": {"S": stream_arn}}
+
+    # ------------------------------------------------------------------ table
+
+    async def _ensure_table(self) -> None:
+        if self._ready:
+            return
+        try:
+            table = await self._client.describe_table(self.table_name)
+        except TableNotFoundError as exc:
+            if not self._create_table:
+                raise TableNotFoundError(
+                    f"checkpoint table {self.table_name!r} does not exist; create it or pass "
+                    f"create_table=True ({exc})"
+                ) from exc
+            await self._client.create_table(
+                self.table_name,
+                attribute_definitions=_ATTRIBUTE_DEFINITIONS,
+                key_schema=_KEY_SCHEMA,
+            )
+            table = await self._client.describe_table(self.table_name)
+        waited = 0.0
+        while table.get("TableStatus") not in _READY_STATUSES:
+            status = table.get("TableStatus")
+            if status != "CREATING":
+                raise CheckpointError(
+                    f"checkpoint table {self.table_name!r} is {status}, not ACTIVE"
+                )
+            if waited >= _TABLE_WAIT_LIMIT:
+                raise CheckpointError(
+                    f"checkpoint table {self.table_name!r} was still CREATING after "
+                    f"{_TABLE_WAIT_LIMIT:g}s"
+                )
+            await self._clock.sleep(_TABLE_POLL_INTERVAL)
+            waited += _TABLE_POLL_INTERVAL
+            table = await self._client.describe_table(self.table_name)
+        self._check_key_schema(table)
+        self._ready = True
+
+    def _check_key_schema(self, table: Mapping[str, Any]) -> None:
+        found = [
+            (key.get("AttributeName"), key.get("KeyType")) for key in table.get("KeySchema") or ()
+        ]
+        types = {
+            d.get("AttributeName"): d.get("AttributeType")
+            for d in table.get("AttributeDefinitions") or ()
+        }
+        if found != [("name", "HASH"), ("stream_arn", "RANGE")] or any(
+            types.get(attr) != "S" for attr in ("name", "stream_arn")
+        ):
+            shown = ", ".join(f"{n} {t} {types.get(n, '?')}" for n, t in found) or "none"
+            raise CheckpointError(
+                f"table {self.table_name!r} is not a ddbstreams checkpoint table: its key "
+                f"schema is {shown}; a checkpoint table has the partition key 'name' (S) and "
+                "the sort key 'stream_arn' (S)"
+            )
+
+    # ------------------------------------------------------------------ items
+
+    async def _read(self, stream_arn: str) -> tuple[int, str] | None:
+        """The stored (version, JSON text) of ``stream_arn``, or None; strongly consistent."""
+        item = await self._client.get_item(self.table_name, self._key(stream_arn))
+        if item is None:
+            return None
+        where = self._where(stream_arn)
+        try:
+            version = int(item["version"]["N"])
+            text = item["checkpoint"]["S"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(
+                f"corrupt checkpoint in {where}: missing or malformed attribute {exc}"
+            ) from exc
+        if version < 1 or not isinstance(text, str):
+            raise CheckpointError(f"corrupt checkpoint in {where}: bad version or checkpoint")
+        return version, text
+
+    async def load(self, stream_arn: str) -> Checkpoint | None:
+        """The stored checkpoint of ``stream_arn`` under this store's name, or None."""
+        _check_arn(stream_arn)
+
+        async def load() -> Checkpoint | None:
+            await self._ensure_table()
+            stored = await self._read(stream_arn)
+            if stored is None:
+                self._known[stream_arn] = None
+                return None
+            version, text = stored
+            checkpoint = _decode(text, stream_arn, self._where(stream_arn))
+            self._known[stream_arn] = version
+            self._unconfirmed.pop(stream_arn, None)
+            return checkpoint
+
+        return await self._run(load)
+
+    async def save(self, checkpoint: Checkpoint) -> None:
+        """Store ``checkpoint`` with a conditional write; CheckpointError if another process
+        stored a newer one since this store last loaded or saved it."""
+        text = _encode(checkpoint)
+        stream_arn = checkpoint.stream_arn
+
+        async def save() -> None:
+            await self._ensure_table()
+            expected = self._known.get(stream_arn)
+            # Two rounds: the second only after finding that one of this store's own
+            # unconfirmed writes is what blocked the first.
+            for _ in range(2):
+                try:
+                    await self._put(stream_arn, text, expected)
+                    return
+                except ConditionFailedError:
+                    stored = await self._read(stream_arn)
+                ours = self._unconfirmed.get(stream_arn, ())
+                if stored is None or _Attempt(*stored) not in ours:
+                    break
+                # A write of ours landed without us learning of it: a retry after a lost
+                # response found its own write, or an earlier save was cancelled late.
+                self._confirm(stream_arn, stored[0])
+                if stored[1] == text:
+                    return
+                expected = stored[0]
+            raise _conflict(
+                stream_arn, self.name, None if stored is None else stored[0], self._where()
+            )
+
+        await self._run(save)
+
+    async def _put(self, stream_arn: str, text: str, expected: int | None) -> None:
+        version = (expected or 0) + 1
+        item = {
+            **self._key(stream_arn),
+            "version": {"N": str(version)},
+            "checkpoint": {"S": text},
+            "updated_at": {"N": repr(float(self._clock.time()))},
+        }
+        names = {"#n": "name"}
+        values: dict[str, Any] | None = None
+        if expected is None:
+            condition = "attribute_not_exists(#n)"
+        else:
+            names["#v"] = "version"
+            condition = "attribute_not_exists(#n) OR #v = :expected"
+            values = {":expected": {"N": str(expected)}}
+        # Until an answer arrives the write may or may not land (cancellation, lost reply).
+        attempt = _Attempt(version, text)
+        pending = self._unconfirmed.setdefault(stream_arn, [])
+        pending.append(attempt)
+        del pending[:-_MAX_UNCONFIRMED]
+        try:
+            await self._client.put_item(
+                self.table_name,
+                item,
+                condition_expression=condition,
+                names=names,
+                values=values,
+            )
+        except ValidationError as exc:
+            pending.remove(attempt)  # refused outright: it did not land
+            raise CheckpointError(
+                f"the checkpoint of {stream_arn} could not be stored in {self._where()}: {exc}"
+            ) from exc
+        self._confirm(stream_arn, version)
+
+    def _confirm(self, stream_arn: str, version: int) -> None:
+        self._known[stream_arn] = version
+        self._unconfirmed.pop(stream_arn, None)
+
+    async def clear(self, stream_arn: str) -> None:
+        """Delete the checkpoint of ``stream_arn`` under this store's name."""
+        _check_arn(stream_arn)
+
+        async def clear() -> None:
+            await self._ensure_table()
+            await self._client.delete_item(self.table_name, self._key(stream_arn))
+            self._known[stream_arn] = None
+            self._unconfirmed.pop(stream_arn, None)
+
+        await self._run(clear)
+
+    async def close(self) -> None:
+        """Close the client if this store created it. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_client:
+            await self._client.close()
+
+
+if TYPE_CHECKING:  # mypy checks that every store satisfies the protocol
+
+    def _conforms(
+        memory: MemoryCheckpointStore,
+        sqlite: SQLiteCheckpointStore,
+        dynamo: DynamoDBCheckpointStore,
+    ) -> tuple[CheckpointStore, ...]:
+        return (memory, sqlite, dynamo)
