@@ -49,6 +49,7 @@ T = TypeVar("T")
 SHARDS = 4
 ITEMS = 1000
 SLOWDOWN = 100
+FAST_RECORDS = 200_000  # records the flat-out pass reads to measure the stream's speed
 BATCH = 100
 SAMPLE_EVERY = 0.5
 WARM_UP = 5.0
@@ -119,10 +120,9 @@ async def consume(
     sim: StreamSimulator, buffer_pages: int, pace: float | None, limit: int | None
 ) -> dict[str, Any]:
     """Read the backlog at ``pace`` records/s (None: flat out) until ``limit`` records."""
-    total = len(sim.history)
-    seen = bytearray(total)
+    seen = bytearray(len(sim.history))
     last: dict[str, int] = {}
-    duplicates = reordered = consumed = 0
+    duplicates = reordered = skipped = consumed = 0
     client = FetchCounter(transport=sim.transport())
     options = ReaderOptions(buffer_pages=buffer_pages)
     started = time.monotonic()
@@ -131,11 +131,18 @@ async def consume(
         async with StreamReader(sim.stream_arn, client=client, options=options) as reader:
             async for batch in reader.batches(BATCH):
                 for record in batch:
-                    n = record.new_image["n"] if record.new_image else -1
+                    # Item n % ITEMS was written by changes n % ITEMS, + ITEMS, + 2 * ITEMS...
+                    # and one shard holds them all: each must follow the previous exactly.
+                    n = record.new_image["n"] if record.new_image else 0
                     pk = record.keys["pk"]
-                    duplicates += seen[n]
+                    expected = last.get(pk, n % ITEMS - ITEMS) + ITEMS
+                    if seen[n]:
+                        duplicates += 1
+                    elif n < expected:
+                        reordered += 1
+                    elif n > expected:
+                        skipped += 1
                     seen[n] = 1
-                    reordered += last.get(pk, -1) >= n
                     last[pk] = n
                 consumed += len(batch)
                 if limit is not None and consumed >= limit:
@@ -153,7 +160,7 @@ async def consume(
         "fetched": client.fetched,
         "duplicates": duplicates,
         "reordered": reordered,
-        "missing": seen.count(0) if limit is None else 0,
+        "skipped": skipped,
     }
 
 
@@ -211,7 +218,7 @@ def in_child(function: Callable[..., dict[str, Any]], *args: Any) -> dict[str, A
 def problems(name: str, result: dict[str, Any]) -> list[str]:
     found = []
     for key, what in (
-        ("missing", "records never delivered"),
+        ("skipped", "records skipped (an item's next change came first)"),
         ("duplicates", "records delivered twice"),
         ("reordered", "records out of per-item order"),
     ):
@@ -266,17 +273,18 @@ def main() -> int:
         flush=True,
     )
 
-    fast = in_child(scenario, sim, ReaderOptions().buffer_pages, None, None)
+    fast_records = min(backlog, FAST_RECORDS)
+    fast = in_child(scenario, sim, ReaderOptions().buffer_pages, None, fast_records)
     found = problems("fast pass", fast)
-    if fast["consumed"] != backlog:
-        found.append(f"fast pass: {fast['consumed']:,} of {backlog:,} records delivered")
+    if fast["consumed"] < fast_records:
+        found.append(f"fast pass: only {fast['consumed']:,} of {backlog:,} records delivered")
     rate = fast["consumed"] / fast["elapsed"]
     pace = rate / SLOWDOWN
     portion = min(backlog, max(BATCH, int(pace * args.slow_seconds) // BATCH * BATCH))
     print(
-        f"stream: a single pass with default options reads all {fast['consumed']:,} records "
-        f"in {fast['elapsed']:.1f} s = {rate:,.0f} records/s (peak RSS "
-        f"+{fast['peak_rss'] - fast['start_rss']:.0f} MB)"
+        f"stream: a reader with default options, flat out, reads the first "
+        f"{fast['consumed']:,} records in {fast['elapsed']:.1f} s = {rate:,.0f} records/s "
+        f"(peak RSS +{fast['peak_rss'] - fast['start_rss']:.0f} MB)"
     )
     print(
         f"slow caller: {pace:,.0f} records/s (1/{SLOWDOWN} of that), reads the first "

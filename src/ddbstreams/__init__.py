@@ -9,6 +9,15 @@ tour; ``ddbstreams.testing`` has a stream simulator and pytest fixtures, and
 from ddbstreams._backoff import RetryPolicy
 from ddbstreams._client import RetryNotice, StreamsClient
 from ddbstreams._clock import Clock, SystemClock
+from ddbstreams._consumer import (
+    Consumer,
+    ConsumerOptions,
+    FailedBatch,
+    JsonLinesDestination,
+    LambdaContext,
+    lambda_handler,
+    record_to_lambda,
+)
 from ddbstreams._decode import (
     DefaultParser,
     RawParser,
@@ -19,6 +28,7 @@ from ddbstreams._decode import (
 from ddbstreams._errors import (
     AccessDeniedError,
     CheckpointError,
+    ConditionFailedError,
     ConfigurationError,
     CredentialsError,
     DDBStreamsError,
@@ -49,6 +59,7 @@ from ddbstreams._events import (
     StreamDisabled,
     Throttled,
 )
+from ddbstreams._filter import RecordFilter
 from ddbstreams._lineage import ShardGraph
 from ddbstreams._model import (
     Record,
@@ -73,6 +84,13 @@ from ddbstreams._position import (
     at_sequence,
 )
 from ddbstreams._reader import ReaderOptions, ShardBatch, StreamReader, TrimmedPolicy
+from ddbstreams._store import (
+    CheckpointStore,
+    DynamoDBCheckpointStore,
+    MemoryCheckpointStore,
+    SQLiteCheckpointStore,
+    StoredCheckpoint,
+)
 from ddbstreams._sync import BlockingStreamReader, read
 
 __version__ = "0.1.0"
@@ -86,30 +104,41 @@ __all__ = [
     "BlockingStreamReader",
     "Checkpoint",
     "CheckpointError",
+    "CheckpointStore",
     "Clock",
+    "ConditionFailedError",
     "ConfigurationError",
+    "Consumer",
+    "ConsumerOptions",
     "CredentialsError",
     "DDBStreamsError",
     "DefaultParser",
+    "DynamoDBCheckpointStore",
     "EndpointConnectionError",
     "ExpiredIteratorError",
+    "FailedBatch",
     "InvalidPositionError",
     "InvalidStreamArnError",
     "IteratorRefreshed",
+    "JsonLinesDestination",
+    "LambdaContext",
     "Latest",
     "LocalEngineError",
     "MalformedRecordError",
+    "MemoryCheckpointStore",
     "Parser",
     "RawParser",
     "ReaderError",
     "ReaderEvent",
     "ReaderOptions",
     "Record",
+    "RecordFilter",
     "RecordsPage",
     "RecordsTrimmed",
     "RequestRetried",
     "RetryNotice",
     "RetryPolicy",
+    "SQLiteCheckpointStore",
     "ServiceError",
     "Shard",
     "ShardBatch",
@@ -120,6 +149,7 @@ __all__ = [
     "ShardStarted",
     "ShardsDiscovered",
     "StartPosition",
+    "StoredCheckpoint",
     "StreamDescription",
     "StreamDisabled",
     "StreamNotEnabledError",
@@ -141,6 +171,8 @@ __all__ = [
     "at_sequence",
     "decode_map",
     "decode_value",
+    "lambda_handler",
     "parse_lambda_event",
     "read",
+    "record_to_lambda",
 ]

@@ -265,16 +265,26 @@ def lambda_handler(
 ) -> Handler:
     """Adapt a Lambda function ``handler(event, context)`` into a consumer handler.
 
-    The function receives ``{"Records": [...]}`` in Lambda's DynamoDB event shape and a
-    :class:`LambdaContext`; its return value (e.g. a partial batch response) is passed on.
+    The function receives ``{"Records": [...]}`` in Lambda's DynamoDB event shape (with
+    ``eventSourceARN`` set to the stream being consumed) and a :class:`LambdaContext`; its
+    return value (e.g. a partial batch response) is passed on.
     """
+    return _LambdaAdapter(function, stream_arn)
 
-    def handle(records: list[Record]) -> Any:
-        event = {"Records": [record_to_lambda(r, stream_arn) for r in records]}
-        return function(event, LambdaContext())
 
-    handle.__name__ = getattr(function, "__name__", "lambda_handler")
-    return handle
+class _LambdaAdapter:
+    __slots__ = ("__name__", "function", "stream_arn")
+
+    def __init__(
+        self, function: Callable[[dict[str, Any], LambdaContext], Any], stream_arn: str | None
+    ) -> None:
+        self.function = function
+        self.stream_arn = stream_arn
+        self.__name__ = getattr(function, "__name__", "lambda_handler")
+
+    def __call__(self, records: list[Record]) -> Any:
+        event = {"Records": [record_to_lambda(r, self.stream_arn) for r in records]}
+        return self.function(event, LambdaContext())
 
 
 # -- per-shard bookkeeping ------------------------------------------------------------
@@ -445,13 +455,13 @@ class Consumer:
             positions.pop(shard_id, None)
             finished.discard(shard_id)
             pending.pop(shard_id, None)
-            if work.base is None:
+            base = work.base
+            if base is None:
                 continue
-            kind, value = work.base
-            if kind == "position":
-                positions[shard_id] = value
+            if base[0] == "position":
+                positions[shard_id] = base[1]
             else:
-                pending[shard_id] = value
+                pending[shard_id] = base[1]
         return Checkpoint(handed.stream_arn, positions, frozenset(finished), pending)
 
     async def run(self) -> None:
@@ -464,6 +474,8 @@ class Consumer:
             if self._client is None:
                 self._client = StreamsClient(**self._client_args)
             self._stream_arn = await self._client.resolve_stream(self._stream)
+            if isinstance(self._handler, _LambdaAdapter) and self._handler.stream_arn is None:
+                self._handler.stream_arn = self._stream_arn
             stored = await self._store.load(self._stream_arn)
             start = stored if stored is not None else self.options.starting_position
             reader = StreamReader(
@@ -668,6 +680,7 @@ class Consumer:
                 await self._fail(shard_id, expired, "RecordAgeExceeded", attempts, None)
             if not part:
                 continue
+            failed_from: int | None
             try:
                 result = await self._call_handler(part)
             except Exception as exc:
