@@ -38,6 +38,8 @@ demo: $(STAMP) engine
 
 bench: $(STAMP) engine
 	$(PY) bench/decode.py
+	$(PY) bench/latency.py
+	$(PY) bench/memory.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -207,6 +207,12 @@ def idle_rate(calls: Calls, start: float, end: float) -> tuple[int, float]:
     return len(inside), (len(inside) - 1) / (inside[-1] - inside[0])
 
 
+def report(problems: list[str]) -> int:
+    for problem in problems:
+        print(f"ERROR: {problem}", file=sys.stderr)
+    return 1
+
+
 def pct(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
@@ -227,8 +233,12 @@ async def run(args: argparse.Namespace) -> int:
         try:
             # Warm up the JVM, connections and both readers; these writes are not measured.
             warm = await asyncio.to_thread(write_items, table, "warm", 10, 0.05, 1)
-            async with asyncio.timeout(DELIVERY_TIMEOUT):
-                await delivered([ours, kcl], {w.key for w in warm})
+            try:
+                async with asyncio.timeout(DELIVERY_TIMEOUT):
+                    await delivered([ours, kcl], {w.key for w in warm})
+            except TimeoutError:
+                problems = check("ddbstreams", warm, ours) + check("KCL model", warm, kcl)
+                return report(["warm-up: " + p for p in problems] or ["warm-up timed out"])
             await asyncio.sleep(SETTLE)
 
             print(
@@ -264,10 +274,8 @@ async def run(args: argparse.Namespace) -> int:
             await kcl_client.close()
 
     problems = check("ddbstreams", writes, ours) + check("KCL model", writes, kcl)
-    for problem in problems:
-        print(f"ERROR: {problem}", file=sys.stderr)
     if problems:
-        return 1
+        return report(problems)
 
     rows = []
     for name, deliveries, calls in (
@@ -319,7 +327,7 @@ def main() -> int:
         "--mean-gap", type=float, default=0.3, help="mean seconds between writes (default 0.3)"
     )
     parser.add_argument(
-        "--idle-window", type=float, default=20.0, help="seconds of idle polling measured"
+        "--idle-window", type=float, default=15.0, help="seconds of idle polling measured"
     )
     parser.add_argument("--seed", type=int, default=20240601, help="seed of the write gaps")
     args = parser.parse_args()

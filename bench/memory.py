@@ -196,12 +196,12 @@ def in_child(function: Callable[..., dict[str, Any]], *args: Any) -> dict[str, A
         os.close(read_end)
         status = 0
         try:
-            result = function(*args)
+            outcome = function(*args)
         except BaseException:
-            result = {"error": traceback.format_exc()}
+            outcome = {"error": traceback.format_exc()}
             status = 1
         with os.fdopen(write_end, "wb") as pipe:
-            pipe.write(json.dumps(result).encode())
+            pipe.write(json.dumps(outcome).encode())
         os._exit(status)
     os.close(write_end)
     with os.fdopen(read_end, "rb") as pipe:

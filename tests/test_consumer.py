@@ -418,3 +418,34 @@ def test_invalid_options_are_clear_errors() -> None:
         ddbstreams.ConsumerOptions(parallelization_factor=11)
     with pytest.raises(ddbstreams.ConfigurationError, match="unknown consumer option"):
         Consumer("table", print, store=MemoryCheckpointStore(), bath_size=3)
+
+
+def test_blocking_consumer_runs_and_stops_from_another_thread() -> None:
+    import threading
+
+    sim = StreamSimulator(partitions=1, seed=12)
+    for i in range(5):
+        sim.put_item({"pk": f"item-{i}"})
+    got: list[str] = []
+    done = threading.Event()
+
+    def handler(records: list[Record]) -> None:
+        got.extend(r.keys["pk"] for r in records)
+        if len(got) >= 5:
+            done.set()
+
+    consumer = ddbstreams.BlockingConsumer(
+        sim.stream_arn,
+        handler,
+        store=MemoryCheckpointStore(),
+        client=sim.client(),
+        reader_options=FAST,
+    )
+    stopper = threading.Thread(target=lambda: (done.wait(10), consumer.stop()))
+    stopper.start()
+    consumer.run()
+    stopper.join()
+
+    assert got == [f"item-{i}" for i in range(5)]
+    (position,) = consumer.checkpoint().positions.values()
+    assert position == sim.history[-1].sequence_number

@@ -330,10 +330,21 @@ def test_exists_works_on_leaves_only() -> None:
     # The Lambda docs' example: "Organizations" is an L, so exists goes under L and S.
     raw = item_record(Organizations=["Sales", "Marketing", "Support"])
     assert check(new_image({"Organizations": {"L": {"S": [{"exists": True}]}}}), raw)
-    # A map is not a leaf: exists true fails, exists false holds (EventBridge semantics).
-    assert not check(new_image({"address": {"M": {"geo": {"M": [{"exists": True}]}}}}), raw) if False else True
+    # "geo" is a map, so it has no S leaf; its own leaves are reached through M.
     assert check(new_image({"address": {"M": {"geo": {"S": [{"exists": False}]}}}}), raw)
-    assert check(new_image({"address": {"M": {"geo": {"M": {"zip": {"S": [{"exists": True}]}}}}}}), raw)
+    assert not check(new_image({"address": {"M": {"geo": {"S": [{"exists": True}]}}}}), raw)
+    zip_code = {"zip": {"S": [{"exists": True}]}}
+    assert check(new_image({"address": {"M": {"geo": {"M": zip_code}}}}), raw)
+
+
+def test_rules_on_an_object_see_no_value() -> None:
+    # In raw input a rule list can land on an object: only exists false holds there.
+    raw = raw_record()
+    assert pattern({"awsRegion": [{"exists": False}]}).matches_raw({**raw, "awsRegion": {"a": 1}})
+    assert not pattern({"awsRegion": [{"exists": True}]}).matches_raw({**raw, "awsRegion": {}})
+    assert not pattern({"awsRegion": [{"anything-but": "x"}]}).matches_raw(
+        {**raw, "awsRegion": {"a": "b"}}
+    )
 
 
 def test_empty_string_and_null() -> None:
@@ -351,7 +362,7 @@ def test_empty_string_and_null() -> None:
     explicit = {**raw, "eventSourceARN": None}
     assert pattern({"eventSourceARN": [None]}).matches_raw(explicit)
     assert not pattern({"eventSourceARN": [""]}).matches_raw(explicit)
-    assert pattern({"eventSourceARN": [{"exists": True}]}).matches_raw(explicit) is not False
+    assert pattern({"eventSourceARN": [{"exists": True}]}).matches_raw(explicit)  # a value
 
 
 def test_bool_binary_and_sets() -> None:
@@ -642,6 +653,14 @@ def test_invalid_patterns(bad: Any, where: str, message: str) -> None:
     assert message in text
 
 
+def test_nesting_up_to_32_levels_is_allowed() -> None:
+    flt = new_image({"a": _nest(32)})
+    value: Any = "x"
+    for _ in range(32):
+        value = {"a": value}
+    assert check(flt, item_record(a=value))
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -738,13 +757,17 @@ def own_value_pattern(av: dict[str, Any], draw_index: int) -> dict[str, Any]:
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(item=ITEMS, pick=st.integers(min_value=0, max_value=50))
-def test_a_pattern_built_from_a_records_own_values_matches_it(item: dict[str, Any], pick: int) -> None:
+def test_a_pattern_built_from_a_records_own_values_matches_it(
+    item: dict[str, Any], pick: int
+) -> None:
     raw = raw_record("MODIFY", new=item, old=item)
     name = sorted(item)[pick % len(item)]
     attribute = own_value_pattern(encode_value(item[name]), pick)
     for image in ("NewImage", "OldImage"):
         assert check(pattern({"dynamodb": {image: {name: attribute}}}), raw)
-    assert check(pattern({"dynamodb": {"Keys": {"pk": {"S": ["user#1"]}}}, "eventName": ["MODIFY"]}), raw)
+    assert check(
+        pattern({"dynamodb": {"Keys": {"pk": {"S": ["user#1"]}}}, "eventName": ["MODIFY"]}), raw
+    )
 
 
 @settings(max_examples=150, deadline=None)
@@ -761,7 +784,9 @@ def test_anything_but_own_string_never_matches(text: str, other: str) -> None:
 
 @settings(max_examples=150, deadline=None)
 @given(
-    value=st.decimals(allow_nan=False, allow_infinity=False, places=4, min_value=-(10**6), max_value=10**6),
+    value=st.decimals(
+        allow_nan=False, allow_infinity=False, places=4, min_value=-(10**6), max_value=10**6
+    ),
     low=st.integers(-(10**6), 10**6),
     width=st.integers(0, 10**6),
 )

@@ -91,7 +91,7 @@ from ddbstreams._store import (
     SQLiteCheckpointStore,
     StoredCheckpoint,
 )
-from ddbstreams._sync import BlockingStreamReader, read
+from ddbstreams._sync import BlockingConsumer, BlockingStreamReader, read
 
 __version__ = "0.1.0"
 
@@ -101,6 +101,7 @@ __all__ = [
     "AccessDeniedError",
     "AfterSequence",
     "AtSequence",
+    "BlockingConsumer",
     "BlockingStreamReader",
     "Checkpoint",
     "CheckpointError",

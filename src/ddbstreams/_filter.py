@@ -41,7 +41,9 @@ Semantics (Lambda / EventBridge event patterns)
   ``{"numeric": [">", 0, "<=", 5]}`` (comparators ``< <= > >=``, one lower and one upper
   bound at most, or ``["=", n]`` alone), ``{"exists": true|false}``.
 * Exact strings match character by character; exact numbers match by their representation
-  (``300`` is not ``300.0``), as the Lambda docs say.
+  (``300`` is not ``300.0``), as the Lambda docs say. ``equals-ignore-case`` (also inside
+  prefix, suffix and anything-but) compares Unicode case-folded text. The string operators
+  apply to strings only; an ``anything-but`` list matches any value it does not list.
 * Rules apply to leaf values only. An object in the record matches no value rule, and
   ``{"exists": false}`` is true of it -- so the type tag must be spelled out:
   ``{"status": {"S": [{"exists": true}]}}``, not ``{"status": [{"exists": true}]}``.
@@ -51,6 +53,13 @@ Semantics (Lambda / EventBridge event patterns)
 * A DynamoDB ``NULL`` attribute is ``{"NULL": true}``: match it with ``{"NULL": [true]}``.
   JSON ``null`` never occurs in a stream record, so ``[null]`` only matches raw input that
   has an explicit null.
+
+A record from the default parser is matched as if its images were on the wire: the
+attributes a pattern names are encoded back to DynamoDB JSON, an ``N`` as the text DynamoDB
+writes for its value (normalised: no exponent, no trailing zeros -- the text it sends).
+The Lambda guide says DynamoDB mappings filter on the ``dynamodb`` key only, yet its own
+examples filter on ``eventName`` and the DynamoDB TTL guide on ``userIdentity``; every
+field of the record can be filtered on here.
 
 One deliberate extension: **numbers in N.** Lambda's DynamoDB filtering does not support
 numeric operators, because ``N`` values are strings in the event. Here ``numeric`` rules and

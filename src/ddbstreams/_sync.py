@@ -18,12 +18,13 @@ from typing import Any, Generic, Self, TypeVar, overload
 
 from ddbstreams._client import StreamsClient
 from ddbstreams._clock import Clock
+from ddbstreams._consumer import Consumer, Handler
 from ddbstreams._model import Record
 from ddbstreams._parser import Parser
 from ddbstreams._position import TRIM_HORIZON, Checkpoint, StartPosition
 from ddbstreams._reader import ReaderOptions, StreamReader
 
-__all__ = ["BlockingStreamReader", "read"]
+__all__ = ["BlockingConsumer", "BlockingStreamReader", "read"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -51,6 +52,10 @@ class _LoopThread:
                 with contextlib.suppress(BaseException):
                     future.exception(timeout=30)
             raise
+
+    @property
+    def closed(self) -> bool:
+        return self._loop.is_closed()
 
     def close(self) -> None:
         if self._loop.is_closed():
@@ -215,3 +220,49 @@ def _iterate(stream: str, **kwargs: Any) -> Iterator[Any]:
     # A generator all the way: no thread or connection exists until the first next().
     with BlockingStreamReader[Any](stream, **kwargs) as reader:
         yield from reader
+
+
+class BlockingConsumer:
+    """Blocking counterpart of :class:`~ddbstreams.Consumer`, with the same arguments.
+
+    :meth:`run` blocks until :meth:`stop` is called from another thread, Ctrl-C, or the
+    stream is disabled and fully processed. Ctrl-C stops gracefully (in-flight batches
+    finish, the checkpoint is saved) and then raises KeyboardInterrupt.
+    """
+
+    def __init__(self, stream: str, handler: Handler, **kwargs: Any) -> None:
+        self._portal = _LoopThread()
+        try:
+            self._consumer: Consumer = self._portal.run(_make_consumer(stream, handler, kwargs))
+        except BaseException:
+            self._portal.close()
+            raise
+
+    @property
+    def consumer(self) -> Consumer:
+        return self._consumer
+
+    def run(self) -> None:
+        """Consume until stopped (see the class docstring)."""
+        try:
+            self._portal.run(self._consumer.run())
+        except KeyboardInterrupt:
+            self.stop()
+            raise
+        finally:
+            self._portal.run(self._consumer.close())
+            self._portal.close()
+
+    def stop(self) -> None:
+        """Ask the consumer to stop; safe from any thread. Returns once it has stopped."""
+        if self._portal.closed:
+            return
+        self._portal.run(self._consumer.stop())
+
+    def checkpoint(self) -> Checkpoint:
+        return self._consumer.checkpoint()
+
+
+async def _make_consumer(stream: str, handler: Handler, kwargs: dict[str, Any]) -> Consumer:
+    # Built on the background loop so its events and queues belong to that loop.
+    return Consumer(stream, handler, **kwargs)
