@@ -101,8 +101,13 @@ from ddbstreams._model import Record
 
 __all__ = ["RecordFilter"]
 
-Matcher = Callable[[Any], bool]
 Pattern = Mapping[str, Any]
+# Matchers of a node of the record in Lambda's shape (a dict, a list, a leaf or _MISSING).
+Matcher = Callable[[Any], bool]
+# A Record field in Lambda's shape: (record, whether its images are DynamoDB JSON) -> value.
+Getter = Callable[[Record, bool], Any]
+# A matcher of a whole Record, reading its fields directly: (record, wire) -> match.
+RecordMatcher = Callable[[Record, bool], bool]
 
 
 class _Missing:
@@ -372,10 +377,6 @@ def _epoch(when: datetime) -> int | float:
     return int(seconds) if seconds.is_integer() else seconds
 
 
-Getter = Callable[[Record, bool], Any]
-# A matcher of a whole record: (record, whether its images are DynamoDB JSON) -> match.
-RecordMatcher = Callable[[Record, bool], bool]
-
 _DYNAMODB_GETTERS: Final[dict[str, Getter]] = {
     "ApproximateCreationDateTime": lambda r, w: _epoch(r.approximate_creation_time),
     "Keys": lambda r, w: _image(r.keys, w),
@@ -432,7 +433,7 @@ def _lambda_identity(raw: Any) -> Any:
 
 
 class _Compiler:
-    """Checks one pattern and turns it into a matcher; collects the record fields it reads."""
+    """Checks one pattern and compiles it; notes whether it reads userIdentity or images."""
 
     def __init__(self, label: str, pattern: Any) -> None:
         self.label = label
@@ -526,9 +527,7 @@ class _Compiler:
         return list(value)
 
     def field(self, key: str, value: Any, path: str, level: int, depth: int) -> Matcher:
-        if level == _RECORD:
-            if key == "dynamodb":
-                return self.object(value, path, _DYNAMODB, depth)
+        if level == _RECORD:  # "dynamodb" is compiled by record_level
             if key == "userIdentity":
                 return self.object(value, path, _IDENTITY, depth)
             if key in _RECORD_SCALARS:
