@@ -44,10 +44,10 @@ from ddbstreams import (
     Parser,
     Record,
     RecordsPage,
+    ShardStart,
     StreamReader,
     StreamsClient,
 )
-from ddbstreams._position import ShardStart
 from ddbstreams.local import DYNAMODB_LOCAL_VERSION, DynamoDBLocal, SourceTable
 
 T = TypeVar("T")
@@ -331,6 +331,8 @@ def main() -> int:
     )
     parser.add_argument("--seed", type=int, default=20240601, help="seed of the write gaps")
     args = parser.parse_args()
+    if args.writes < 2:
+        parser.error("--writes must be at least 2")
     return asyncio.run(run(args))
 
 

@@ -521,8 +521,10 @@ STREAM_ARN = "arn:aws:dynamodb:ddblocal:000000000000:table/orders/stream/2025-11
 class FakeReader:
     """Stands in for StreamReader: yields prepared batches, records how it was used.
 
-    In follow mode, after the prepared batches it runs ``then`` (if set) and waits for more
-    records that never come, like a follow reader on an idle stream.
+    Like the real reader, successive ``batches(max_size)`` iterators continue where the
+    previous one stopped, and a prepared batch larger than ``max_size`` is split. In follow
+    mode, after the prepared batches it runs ``then`` (if set) and waits for more records
+    that never come, like a follow reader on an idle stream.
     """
 
     instances: list[FakeReader] = []
@@ -540,6 +542,8 @@ class FakeReader:
         self.entered = False
         self.exited = False
         self.cancelled_while_waiting = False
+        self.pending = [list(batch) for batch in FakeReader.batches_to_yield]
+        self.sizes_asked: list[int] = []
         FakeReader.instances.append(self)
 
     async def __aenter__(self) -> FakeReader:
@@ -556,7 +560,14 @@ class FakeReader:
         self.exited = True
 
     async def batches(self, max_size: int = 1000) -> AsyncIterator[list[Record]]:
-        for batch in FakeReader.batches_to_yield:
+        self.sizes_asked.append(max_size)
+        while self.pending:
+            batch = self.pending[0]
+            if len(batch) > max_size:
+                self.pending[0] = batch[max_size:]
+                batch = batch[:max_size]
+            else:
+                self.pending.pop(0)
             yield batch
         if FakeReader.error_after_batches is not None:
             raise FakeReader.error_after_batches
@@ -624,6 +635,9 @@ def test_tail_max_records_stops_and_closes_the_reader(
     assert isinstance(reader.kwargs["parser"], DefaultParser)
     lines = capsys.readouterr().out.splitlines()
     assert [json.loads(line)["keys"]["pk"] for line in lines] == ["k0", "k1", "k2", "k3"]
+    # Never more records taken from the reader than printed: its checkpoint stays exact.
+    assert reader.sizes_asked == [4, 1]
+    assert [len(batch) for batch in reader.pending] == [2, 3]
 
 
 def test_tail_pretty_format(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -445,6 +446,33 @@ def test_dollar_or() -> None:
     assert not check(inside, item_record(status="x"))
 
 
+def test_dollar_or_inside_dynamodb_and_rules_mixed_in_one_list() -> None:
+    flt = pattern(
+        {
+            "dynamodb": {
+                "$or": [
+                    {"Keys": {"pk": {"S": [{"prefix": "order#"}]}}},
+                    {"NewImage": {"status": {"S": [{"exists": False}, "active"]}}},
+                ]
+            }
+        }
+    )
+    assert check(flt, item_record())
+    assert check(flt, raw_record(new={"pk": "user#1"}))
+    assert check(flt, raw_record(keys={"pk": "order#1"}, new={"status": "x"}))
+    assert not check(flt, raw_record(new={"pk": "user#1", "status": "x"}))
+
+
+def test_matches_raw_takes_any_mapping_and_changes_nothing() -> None:
+    raw = raw_record(
+        "REMOVE", old={"pk": "a"}, identity={"Type": "Service", "PrincipalId": "x.amazonaws.com"}
+    )
+    before = copy.deepcopy(raw)
+    flt = pattern({"userIdentity": {"principalId": [{"suffix": ".amazonaws.com"}]}})
+    assert flt.matches_raw(MappingProxyType(raw))
+    assert raw == before
+
+
 def test_remove_without_new_image() -> None:
     raw = raw_record("REMOVE", old={"pk": "user#1", "status": "active"})
     assert not check(new_image({"status": {"S": ["active"]}}), raw)
@@ -578,7 +606,7 @@ def test_no_filters_pass_everything(criteria: dict[str, Any]) -> None:
 def test_filter_is_immutable_callable_and_shows_its_patterns() -> None:
     flt = pattern({"eventName": ["INSERT"]})
     with pytest.raises(AttributeError):
-        flt._patterns = ()  # type: ignore[misc]
+        flt._patterns = ()
     record = DefaultParser().parse_records([raw_record()], "s")[0]
     assert flt(record)
     assert list(filter(flt, [record])) == [record]

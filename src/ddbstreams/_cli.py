@@ -1,11 +1,13 @@
-"""The ``ddbstreams`` command: ``tail``, ``describe`` and ``demo``.
+"""The ``ddbstreams`` command: ``tail``, ``describe``, ``checkpoints`` and ``demo``.
 
 ``main(argv)`` returns the exit status; the console script exits with it. Exit statuses:
 0 success (also when the reader of our output goes away, e.g. ``| head``, and when
 ``tail --follow`` is stopped by Ctrl-C/SIGINT or SIGTERM: a stop the user asked for is
-success), 1 runtime error (unknown stream, unreachable endpoint, credentials...), 2 usage
-error (bad option, bad ``--from``, malformed ARN), 130 a single-pass ``tail``, ``describe``
-or ``demo`` interrupted by Ctrl-C before it finished.
+success), 1 runtime error (unknown stream, unreachable endpoint, credentials, unusable
+checkpoint file...; also a declined ``checkpoints reset`` confirmation), 2 usage error (bad
+option, bad ``--from``, malformed ARN, ``checkpoints reset`` without ``--yes`` and without a
+terminal to confirm on), 130 a single-pass ``tail``, ``describe`` or ``demo`` interrupted by
+Ctrl-C before it finished.
 
 ``tail --follow`` runs until stopped. SIGINT and SIGTERM are handled on the event loop: the
 first one stops the reader (every shard fetcher ends, the client is closed) after the batch
@@ -15,13 +17,32 @@ every batch, so a pipe reader sees records as they arrive. ``--verbose`` logs th
 events (shards started and finished, throttling, trimmed records...) on stderr, one line
 each; stdout only ever carries records.
 
+``tail --checkpoint FILE [--name NAME]`` keeps its position in a SQLite checkpoint file
+(:class:`~ddbstreams.SQLiteCheckpointStore`, one checkpoint per name and stream; the name
+defaults to ``tail`` so that a tail never moves the checkpoint of a consumer, whose default
+name is ``default``). At start the stream's stored checkpoint is the start position, as with
+Lambda and the KCL: ``--from`` only applies when none is stored (if both are present, one
+line on stderr says that the checkpoint wins). The position is saved after every batch, once
+the batch has been written and flushed, so a saved checkpoint never covers a record that was
+not printed; and once more at exit, however the run ends (end of the single pass,
+``--max-records``, SIGINT/SIGTERM, an error), except after a failed write. ``--max-records``
+takes no more records from the reader than it prints, so the next run starts at the next
+record. A checkpoint that cannot be used (corrupt file or entry, positions trimmed from the
+stream) is an error with a hint on how to start over; records are never skipped silently.
+
+``checkpoints show FILE`` lists the checkpoints a file holds (``--json``: the stored
+documents); ``checkpoints reset FILE (--stream STREAM | --all)`` deletes them, after a
+confirmation on a terminal or with ``--yes``. Both filter by ``--name`` and ``--stream``
+(a stream ARN, or a table name that matches every stream of that table; nothing is asked of
+AWS), and reset deletes exactly what show lists with the same filters.
+
 Errors a user can cause are reported as exactly one line on stderr,
 ``ddbstreams: error: <message>``, never as a traceback. An unexpected internal error is
 reported the same way (prefixed ``internal error``); set ``DDBSTREAMS_DEBUG=1`` to get its
 traceback.
 
 Output formats live in :mod:`ddbstreams._render` (pure). This module only parses
-arguments, drives the reader and the client, and writes bytes.
+arguments, drives the reader, the client and the checkpoint store, and writes bytes.
 """
 
 from __future__ import annotations
@@ -30,36 +51,53 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shlex
 import signal
 import sys
 import traceback
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from decimal import Decimal
+from pathlib import Path
 from typing import IO, Any, NoReturn
 
 from ddbstreams import _render
+from ddbstreams._arn import is_table_name, parse_stream_arn
 from ddbstreams._client import StreamsClient
 from ddbstreams._clock import SystemClock
 from ddbstreams._decode import DefaultParser, RawParser
 from ddbstreams._encode import encode_item
-from ddbstreams._errors import ConfigurationError, DDBStreamsError
+from ddbstreams._errors import (
+    CheckpointError,
+    ConfigurationError,
+    DDBStreamsError,
+    InvalidStreamArnError,
+    TrimmedDataError,
+)
 from ddbstreams._events import ReaderError, ReaderEvent
 from ddbstreams._model import Record
 from ddbstreams._position import (
     LATEST,
     TRIM_HORIZON,
+    AfterSequence,
+    AtSequence,
+    Checkpoint,
     StartPosition,
     after_sequence,
     at_sequence,
 )
 from ddbstreams._reader import StreamReader
+from ddbstreams._store import SQLiteCheckpointStore, StoredCheckpoint
 
 __all__ = ["main", "parse_position"]
 
 _PROG = "ddbstreams"
 _POSITION_FORMS = "trim-horizon, latest, at:SEQ or after:SEQ (SEQ: a sequence number of digits)"
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_TAIL_CHECKPOINT_NAME = "tail"
+"""Default ``--name`` of ``tail --checkpoint``: not the stores' ``default``, which consumers
+use, so that tailing a stream never moves a consumer's checkpoint."""
+_BATCH_SIZE = 1000
 
 
 class _UsageError(Exception):
@@ -99,6 +137,17 @@ def parse_position(text: str) -> StartPosition:
     except ConfigurationError:
         pass
     raise argparse.ArgumentTypeError(f"invalid position {text!r}: expected {_POSITION_FORMS}")
+
+
+def _position_text(position: StartPosition) -> str:
+    """``position`` in the ``--from`` syntax (a checkpoint is just named)."""
+    if isinstance(position, AtSequence):
+        return f"at:{position.sequence_number}"
+    if isinstance(position, AfterSequence):
+        return f"after:{position.sequence_number}"
+    if isinstance(position, Checkpoint):
+        return "a checkpoint"
+    return "latest" if position == LATEST else "trim-horizon"
 
 
 def _positive_int(text: str) -> int:
@@ -141,6 +190,13 @@ def _build_parser() -> _ArgumentParser:
             "they are written, following shard splits, until interrupted."
         ),
         epilog=(
+            "Checkpoints: with --checkpoint FILE, the stream's checkpoint stored in FILE under "
+            "NAME is where reading starts (it wins over --from, which only applies when none "
+            "is stored). The position is saved after every batch, once it has been printed, "
+            "and at exit (end of the pass, --max-records, Ctrl-C, SIGTERM), so the next run "
+            "prints what this one did not. A checkpoint that cannot be used (corrupt, or its "
+            "records trimmed from the stream) is an error, never skipped silently; 'ddbstreams "
+            "checkpoints reset' starts over. "
             "Exit status: 0 on success, including a --follow stopped by Ctrl-C (SIGINT) or "
             "SIGTERM, or by --max-records; 1 on a runtime error; 2 on a usage error; 130 "
             "when a run without --follow is interrupted."
@@ -152,8 +208,27 @@ def _build_parser() -> _ArgumentParser:
         dest="start",
         metavar="POSITION",
         type=parse_position,
-        default=TRIM_HORIZON,
-        help="where to start: trim-horizon (default, oldest record), latest, at:SEQ, after:SEQ",
+        default=None,
+        help=(
+            "where to start: trim-horizon (default, oldest record), latest, at:SEQ, after:SEQ; "
+            "with --checkpoint only when no checkpoint is stored"
+        ),
+    )
+    tail.add_argument(
+        "--checkpoint",
+        metavar="FILE",
+        help=(
+            "resume from the checkpoint stored in the SQLite file FILE and save the position "
+            "there after every batch printed and at exit (FILE is created if missing)"
+        ),
+    )
+    tail.add_argument(
+        "--name",
+        metavar="NAME",
+        help=(
+            f"name of the checkpoint in FILE (default: {_TAIL_CHECKPOINT_NAME}); each name "
+            "keeps its own position"
+        ),
     )
     tail.add_argument(
         "-f",
@@ -208,6 +283,8 @@ def _build_parser() -> _ArgumentParser:
     _add_connection_options(describe)
     describe.set_defaults(handler=_cmd_describe)
 
+    _add_checkpoints_command(commands)
+
     demo = commands.add_parser(
         "demo",
         help="start DynamoDB Local, write changes and read them back",
@@ -220,6 +297,62 @@ def _build_parser() -> _ArgumentParser:
     )
     demo.set_defaults(handler=_cmd_demo)
     return parser
+
+
+def _add_checkpoints_command(commands: Any) -> None:
+    checkpoints = commands.add_parser(
+        "checkpoints",
+        help="show or reset the checkpoints in a SQLite checkpoint file",
+        description=(
+            "Show or reset the checkpoints kept in a SQLite checkpoint file (written by "
+            "'ddbstreams tail --checkpoint FILE' or a consumer using SQLiteCheckpointStore). "
+            "Nothing is asked of AWS."
+        ),
+        epilog=(
+            "STREAM is a stream ARN, or a table name, which matches the checkpoints of every "
+            "stream of that table. Exit status: 0 on success; 1 on a runtime error (missing or "
+            "unusable file) or a declined confirmation; 2 on a usage error."
+        ),
+    )
+    actions = checkpoints.add_subparsers(dest="action", metavar="ACTION", required=True)
+    stream_help = "only the checkpoints of this stream (ARN or table name)"
+
+    show = actions.add_parser(
+        "show",
+        help="list the checkpoints in FILE",
+        description=(
+            "List the checkpoints in FILE: name, stream, version, last update and, per shard, "
+            "the position reached (after SEQ: resume just after that record; finished: read to "
+            "its end; pending: nothing read yet)."
+        ),
+    )
+    show.add_argument("file", metavar="FILE", help="the SQLite checkpoint file")
+    show.add_argument("--name", metavar="NAME", help="only the checkpoints with this name")
+    show.add_argument("--stream", metavar="STREAM", help=stream_help)
+    show.add_argument(
+        "--json", action="store_true", help="print the stored documents as a JSON array"
+    )
+    show.set_defaults(handler=_cmd_checkpoints_show)
+
+    reset = actions.add_parser(
+        "reset",
+        help="delete checkpoints from FILE",
+        description=(
+            "Delete checkpoints from FILE, so that the next reader starts over (from its "
+            "--from position). Deletes exactly what 'checkpoints show' lists with the same "
+            "--name and --stream; --all instead of --stream means every stream. Asks for "
+            "confirmation when stdin is a terminal, unless --yes is given; without a terminal "
+            "--yes is required. Stop the readers that use these checkpoints first: a running "
+            "reader saves its position again."
+        ),
+    )
+    reset.add_argument("file", metavar="FILE", help="the SQLite checkpoint file")
+    reset.add_argument("--name", metavar="NAME", help="only the checkpoints with this name")
+    which = reset.add_mutually_exclusive_group(required=True)
+    which.add_argument("--stream", metavar="STREAM", help=stream_help)
+    which.add_argument("--all", action="store_true", help="the checkpoints of every stream")
+    reset.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    reset.set_defaults(handler=_cmd_checkpoints_reset)
 
 
 def _version() -> str:
@@ -287,6 +420,8 @@ def _glyphs(out: _Output) -> _render.Glyphs:
 
 
 def _cmd_tail(args: argparse.Namespace, out: _Output) -> int:
+    if args.name is not None and args.checkpoint is None:
+        raise _UsageError("--name needs --checkpoint FILE")
     try:
         return asyncio.run(_tail(args, out))
     except KeyboardInterrupt:
@@ -376,19 +511,26 @@ async def _tail(args: argparse.Namespace, out: _Output) -> int:
 
     else:
         render = _render.record_to_jsonl
-    reader = StreamReader(
-        args.stream,
-        start=args.start,
-        follow=args.follow,
-        endpoint_url=args.endpoint_url,
-        region_name=args.region,
-        parser=parser,
-        on_event=_print_event if args.verbose else None,
-    )
+    on_event = _print_event if args.verbose else None
+    announce = args.verbose or (args.follow and _stderr_is_terminal())
+    work: Coroutine[Any, Any, None]
+    if args.checkpoint is None:
+        reader = StreamReader(
+            args.stream,
+            start=args.start if args.start is not None else TRIM_HORIZON,
+            follow=args.follow,
+            endpoint_url=args.endpoint_url,
+            region_name=args.region,
+            parser=parser,
+            on_event=on_event,
+        )
+        work = _copy(reader, render, out, args.max_records, verbose=args.verbose, announce=announce)
+    else:
+        work = _tail_checkpointed(args, parser, render, out, on_event, announce=announce)
     if not args.follow:
-        # Ctrl-C: asyncio.run cancels this task (the reader stops) and raises
-        # KeyboardInterrupt, reported by main() as status 130.
-        await _copy(reader, render, out, args.max_records, verbose=args.verbose)
+        # Ctrl-C: asyncio.run cancels this task (the reader stops, the checkpoint is saved)
+        # and raises KeyboardInterrupt, reported by main() as status 130.
+        await work
         return 0
     stop = asyncio.Event()
 
@@ -400,18 +542,152 @@ async def _tail(args: argparse.Namespace, out: _Output) -> int:
     with _stop_on_signals(asyncio.get_running_loop(), on_signal):
         # The signal handlers are in place before the reader starts, so a stop requested
         # while the stream is being resolved is honoured too.
-        await _until_stopped(
-            _copy(
-                reader,
-                render,
-                out,
-                args.max_records,
-                verbose=args.verbose,
-                announce=args.verbose or _stderr_is_terminal(),
-            ),
-            stop,
-        )
+        await _until_stopped(work, stop)
     return 0
+
+
+class _CheckpointSaver:
+    """Saves a reader's checkpoint to a store, skipping saves that would change nothing."""
+
+    __slots__ = ("_saved", "failed", "store")
+
+    def __init__(self, store: SQLiteCheckpointStore, loaded: Checkpoint | None) -> None:
+        self.store = store
+        self.failed = False
+        self._saved = loaded
+
+    async def save(self, checkpoint: Checkpoint) -> None:
+        if checkpoint == self._saved:
+            return
+        try:
+            await self.store.save(checkpoint)
+        except BaseException:
+            self.failed = True
+            raise
+        self._saved = checkpoint
+
+    async def save_at_exit(self, checkpoint: Checkpoint, error: BaseException | None) -> None:
+        """The last save. Its failure is the command's error when the run ended well (or by
+        a stop, i.e. cancellation); after another error, that error is the one reported."""
+        if error is None or isinstance(error, asyncio.CancelledError):
+            await self.save(checkpoint)
+        elif not self.failed:
+            # The run's own error says what went wrong; a store that fails too adds nothing.
+            with contextlib.suppress(DDBStreamsError, OSError):
+                await self.save(checkpoint)
+
+
+async def _tail_checkpointed(
+    args: argparse.Namespace,
+    parser: RawParser | DefaultParser,
+    render: Callable[[Record], bytes],
+    out: _Output,
+    on_event: Callable[[ReaderEvent], None] | None,
+    *,
+    announce: bool,
+) -> None:
+    """``tail --checkpoint``: resolve the stream, load its checkpoint, read, save.
+
+    Resolving and loading happen here rather than in the reader because the stored
+    checkpoint (keyed by stream ARN) decides the reader's start position.
+    """
+    name = args.name if args.name is not None else _TAIL_CHECKPOINT_NAME
+    store = SQLiteCheckpointStore(args.checkpoint, name=name)
+    where = f"{store.path} (name {name!r})"
+    try:
+        async with StreamsClient(endpoint_url=args.endpoint_url, region_name=args.region) as client:
+            stream_arn = await client.resolve_stream(args.stream)
+            hint = (
+                f"to start over: {_PROG} checkpoints reset {shlex.quote(str(store.path))} "
+                f"--name {shlex.quote(name)} --stream {stream_arn} --yes"
+            )
+            try:
+                stored = await store.load(stream_arn)
+            except CheckpointError as exc:
+                raise CheckpointError(f"{exc}; {hint}") from exc
+            start: StartPosition
+            if stored is not None:
+                start = stored
+                if args.start is not None:
+                    _note(
+                        f"resuming from the checkpoint in {where}; --from only applies when "
+                        "no checkpoint is stored"
+                    )
+                elif announce:
+                    _note(f"resuming from the checkpoint in {where}")
+            else:
+                start = args.start if args.start is not None else TRIM_HORIZON
+                if announce:
+                    _note(
+                        f"no checkpoint in {where} for this stream yet: starting at "
+                        f"{_position_text(start)}"
+                    )
+            reader = StreamReader(
+                stream_arn,
+                start=start,
+                follow=args.follow,
+                client=client,
+                parser=parser,
+                on_event=on_event,
+                # Skipping trimmed records would silently move a checkpoint past records
+                # that were never printed.
+                on_trimmed="raise",
+            )
+            saver = _CheckpointSaver(store, stored)
+            try:
+                await _copy(
+                    reader,
+                    render,
+                    out,
+                    args.max_records,
+                    verbose=args.verbose,
+                    announce=announce,
+                    saver=saver,
+                )
+            except TrimmedDataError as exc:
+                raise TrimmedDataError(f"{exc}; {hint}") from exc
+            except CheckpointError as exc:
+                if saver.failed:
+                    raise
+                raise CheckpointError(f"{exc}; {hint}") from exc
+            if args.verbose:
+                _note(f"checkpoint saved in {where}")
+    finally:
+        await store.close()
+
+
+async def _aclose(iterator: AsyncIterator[Any]) -> None:
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+async def _sized_batches(
+    reader: StreamReader[Record], limit: int | None
+) -> AsyncGenerator[list[Record], None]:
+    """The reader's batches, taking at most ``limit`` records from it in all.
+
+    The reader's checkpoint covers every record it handed out, so a limit must be applied
+    by asking for smaller batches, never by dropping records already taken.
+    """
+    remaining = limit
+    while remaining is None or remaining > 0:
+        size = _BATCH_SIZE if remaining is None else min(remaining, _BATCH_SIZE)
+        batches = reader.batches(size)
+        try:
+            if remaining is None:
+                async for batch in batches:
+                    yield batch
+                return
+            try:
+                batch = await anext(batches)
+            except StopAsyncIteration:
+                return
+        finally:
+            await _aclose(batches)
+        batch = batch[:remaining]
+        remaining -= len(batch)
+        yield batch
 
 
 async def _copy(
@@ -422,15 +698,18 @@ async def _copy(
     *,
     verbose: bool,
     announce: bool | None = None,
+    saver: _CheckpointSaver | None = None,
 ) -> None:
     """Start ``reader``, write its records (at most ``limit``) and stop it, however this ends.
 
     ``announce`` (default: ``verbose``) says on stderr which stream is read. Cancellation
-    only happens while waiting for the next batch, never halfway through writing one:
-    writing and flushing do not await.
+    only happens while waiting for the next batch or for a checkpoint save, never halfway
+    through writing a batch: writing and flushing do not await. With ``saver``, the
+    reader's checkpoint is saved after each batch is flushed, and at the end unless
+    writing a batch failed (it would cover records that were not printed).
     """
-    remaining = limit
     started = False
+    writing = False
     try:
         async with reader:
             started = True
@@ -438,19 +717,26 @@ async def _copy(
                 mode = "following" if reader.follow else "reading"
                 hint = ", Ctrl-C to stop" if reader.follow else ""
                 _note(f"{mode} {reader.stream_arn}{hint}")
-            async for batch in reader.batches():
-                if remaining is not None:
-                    batch = batch[:remaining]
-                    remaining -= len(batch)
-                out.write(b"".join([render(record) for record in batch]))
-                # One flush per batch (a GetRecords page at most): prompt for a human
-                # watching or a pipe reader, cheap for a pipe.
-                out.flush()
-                if remaining == 0:
-                    break
-    finally:
+            async with contextlib.aclosing(_sized_batches(reader, limit)) as batches:
+                async for batch in batches:
+                    writing = True
+                    out.write(b"".join([render(record) for record in batch]))
+                    # One flush per batch (a GetRecords page at most): prompt for a human
+                    # watching or a pipe reader, cheap for a pipe.
+                    out.flush()
+                    writing = False
+                    if saver is not None:
+                        await saver.save(reader.checkpoint())
+    except BaseException as exc:
         if verbose and started:
             _note("reader stopped")
+        if saver is not None and started and not writing:
+            await saver.save_at_exit(reader.checkpoint(), exc)
+        raise
+    if verbose and started:
+        _note("reader stopped")
+    if saver is not None:
+        await saver.save_at_exit(reader.checkpoint(), None)
 
 
 def _cmd_describe(args: argparse.Namespace, out: _Output) -> int:
@@ -465,6 +751,138 @@ async def _describe(args: argparse.Namespace, out: _Output) -> int:
         out.write(_render.description_to_json(description))
     else:
         out.write_text(_render.description_to_text(description, glyphs=_glyphs(out)))
+    out.flush()
+    return 0
+
+
+# -- checkpoints --------------------------------------------------------------------------
+
+
+def _stream_filter(stream: str | None) -> Callable[[str], bool]:
+    """A test of stored stream ARNs for ``--stream``: an exact ARN, or a table name that
+    matches the ARNs of every stream of that table (no AWS call); None matches all."""
+    if stream is None:
+        return lambda arn: True
+    if stream.startswith("arn:"):
+        wanted = parse_stream_arn(stream).text
+        return lambda arn: arn == wanted
+    if not is_table_name(stream):
+        raise _UsageError(
+            f"--stream {stream!r} is neither a stream ARN nor a table name (3-255 characters "
+            "of a-z, A-Z, 0-9, '_', '-' and '.')"
+        )
+
+    def same_table(arn: str) -> bool:
+        try:
+            return parse_stream_arn(arn).table_name == stream
+        except InvalidStreamArnError:
+            return False
+
+    return same_table
+
+
+def _checkpoint_file(text: str) -> Path:
+    path = Path(text)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint file {path} does not exist")
+    return path
+
+
+def _selection(args: argparse.Namespace) -> str:
+    """The filters of a checkpoints command, for messages: ``name 'x', stream y``."""
+    parts = []
+    if args.name is not None:
+        parts.append(f"name {args.name!r}")
+    if args.stream is not None:
+        parts.append(f"stream {args.stream}")
+    return ", ".join(parts)
+
+
+def _select(
+    stored: Sequence[StoredCheckpoint], name: str | None, matches: Callable[[str], bool]
+) -> list[StoredCheckpoint]:
+    return [s for s in stored if (name is None or s.name == name) and matches(s.stream_arn)]
+
+
+def _cmd_checkpoints_show(args: argparse.Namespace, out: _Output) -> int:
+    matches = _stream_filter(args.stream)
+    path = _checkpoint_file(args.file)
+    with SQLiteCheckpointStore(path) as store:
+        stored = _select(store.list_sync(), args.name, matches)
+    if args.json:
+        out.write(_render.checkpoints_to_json(stored))
+    elif stored:
+        out.write_text(_render.checkpoints_to_text(stored, glyphs=_glyphs(out)))
+    else:
+        selection = _selection(args)
+        out.write_text(f"no checkpoints in {path}{f' for {selection}' if selection else ''}\n")
+    out.flush()
+    return 0
+
+
+def _stdin_is_terminal() -> bool:
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _confirm(question: str) -> bool:
+    """Ask ``question`` on stderr and read the answer from stdin (a terminal); yes or no."""
+    sys.stderr.write(f"{question} [y/N] ")
+    sys.stderr.flush()
+    answer = sys.stdin.readline()
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _cmd_checkpoints_reset(args: argparse.Namespace, out: _Output) -> int:
+    matches = _stream_filter(args.stream)
+    if not args.yes and not _stdin_is_terminal():
+        raise _UsageError(
+            "refusing to reset without --yes (stdin is not a terminal to ask for confirmation)"
+        )
+    path = _checkpoint_file(args.file)
+    # (name, stream ARN, stored version or None when the entry cannot be read)
+    targets: list[tuple[str, str, int | None]]
+    try:
+        with SQLiteCheckpointStore(path) as store:
+            listed = store.list_sync()
+    except CheckpointError as exc:
+        if "corrupt checkpoint" not in str(exc):
+            raise  # the file itself is unusable: nothing can be reset in it
+        exact = args.name is not None and args.stream is not None and args.stream.startswith("arn:")
+        if not exact:
+            raise CheckpointError(
+                f"{exc}; a checkpoint that cannot be read is reset by naming it exactly: "
+                "--name NAME --stream STREAM_ARN"
+            ) from exc
+        # Deleting needs only the key, not a readable entry.
+        targets = [(args.name, parse_stream_arn(args.stream).text, None)]
+    else:
+        targets = [(s.name, s.stream_arn, s.version) for s in _select(listed, args.name, matches)]
+    if not targets:
+        selection = _selection(args)
+        out.write_text(
+            f"nothing to reset: no checkpoints in {path}"
+            f"{f' for {selection}' if selection else ''}\n"
+        )
+        out.flush()
+        return 0
+    lines = [
+        f"name {name!r}, stream {arn}, "
+        + (f"version {version}" if version is not None else "unreadable")
+        for name, arn, version in targets
+    ]
+    if not args.yes:
+        sys.stderr.write("".join(f"  {line}\n" for line in lines))
+        count = f"{len(targets)} checkpoint{'s' if len(targets) != 1 else ''}"
+        if not _confirm(f"reset {count} in {path}?"):
+            _note("nothing reset")
+            return 1
+    for name, arn, _ in targets:
+        with SQLiteCheckpointStore(path, name=name) as named:
+            named.clear_sync(arn)
+    out.write_text("".join(f"reset {line}\n" for line in lines))
     out.flush()
     return 0
 

@@ -19,14 +19,18 @@ and :func:`description_to_json`.
 
 Reader events (:func:`event_to_text`): one line per :mod:`ddbstreams._events` event, for the
 ``--verbose`` progress log on stderr.
+
+Stored checkpoints (``ddbstreams checkpoints show``): :func:`checkpoints_to_text` (one block
+per checkpoint: name, stream, version, update time, shard counts and, when there are not too
+many, each shard's position) and :func:`checkpoints_to_json` (the full stored documents).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
@@ -45,15 +49,21 @@ from ddbstreams._events import (
 )
 from ddbstreams._lineage import ShardGraph, shard_order_key
 from ddbstreams._model import Record, Shard, StreamDescription
-from ddbstreams._position import ShardStart
+from ddbstreams._position import Checkpoint, ShardStart
+
+if TYPE_CHECKING:
+    from ddbstreams._store import StoredCheckpoint
 
 __all__ = [
     "ASCII",
     "UNICODE",
     "Glyphs",
+    "checkpoints_to_json",
+    "checkpoints_to_text",
     "description_to_json",
     "description_to_text",
     "event_to_text",
+    "format_epoch",
     "format_time",
     "record_to_jsonl",
     "record_to_pretty",
@@ -100,6 +110,13 @@ def format_time(moment: datetime) -> str:
     if micro % 1000 == 0:
         return f"{text}.{micro // 1000:03d}Z"
     return f"{text}.{micro:06d}Z"
+
+
+def format_epoch(seconds: float) -> str:
+    """:func:`format_time` of epoch ``seconds``, rounded to the millisecond."""
+    millis = round(seconds * 1000)
+    moment = datetime.fromtimestamp(millis // 1000, UTC)
+    return format_time(moment.replace(microsecond=(millis % 1000) * 1000))
 
 
 def _record_object(record: Record) -> dict[str, Any]:
@@ -404,3 +421,77 @@ def event_to_text(event: ReaderEvent) -> str:
             state = "retrying" if retrying else "giving up"
             return f"error{_on_shard(shard_id)} ({state}): {_error_text(error)}"
     return repr(event)  # pragma: no cover - an event type added later
+
+
+# -- stored checkpoints ------------------------------------------------------------------
+
+
+def _shard_positions(checkpoint: Checkpoint) -> list[tuple[str, str]]:
+    """(shard id, what the checkpoint says of it) for every shard it names, in shard order."""
+    states: dict[str, str] = {}
+    for shard_id, start in checkpoint.pending.items():
+        states[shard_id] = f"pending, starts {_shard_start_text(start)}"
+    for shard_id in checkpoint.finished:
+        states[shard_id] = "finished"
+    for shard_id, sequence_number in checkpoint.positions.items():
+        states[shard_id] = f"after {sequence_number}"
+    return [(shard_id, states[shard_id]) for shard_id in _sorted_ids(states)]
+
+
+def checkpoints_to_text(
+    stored: Sequence[StoredCheckpoint], *, glyphs: Glyphs = UNICODE, max_shards: int = 20
+) -> str:
+    """One block per stored checkpoint, separated by blank lines; ends in a newline.
+
+    Each block: ``name``, ``stream``, ``version``, ``updated`` (ISO 8601 UTC), ``shards``
+    (how many are in progress, finished and pending), then one indented line per shard the
+    checkpoint names: ``after SEQ`` (resume just after that record), ``finished`` (read to
+    its end) or ``pending, starts at ...`` (nothing read yet). Beyond ``max_shards`` shards
+    the rest is counted, not listed. An empty ``stored`` gives an empty string.
+    """
+    blocks = []
+    for entry in stored:
+        checkpoint = entry.checkpoint
+        counts = (
+            f"{len(checkpoint.positions)} in progress, {len(checkpoint.finished)} finished, "
+            f"{len(checkpoint.pending)} pending"
+        )
+        fields = [
+            ("name", entry.name),
+            ("stream", entry.stream_arn),
+            ("version", str(entry.version)),
+            ("updated", format_epoch(entry.updated_at)),
+            ("shards", counts),
+        ]
+        lines = [f"{label:<8} {value}" for label, value in fields]
+        shards = _shard_positions(checkpoint)
+        width = max((len(shard_id) for shard_id, _ in shards[:max_shards]), default=0)
+        for shard_id, state in shards[:max_shards]:
+            lines.append(f"  {shard_id:<{width}}  {state}")
+        if len(shards) > max_shards:
+            lines.append(
+                f"  {glyphs.ellipsis} and {len(shards) - max_shards} more shards "
+                "(--json lists every one)"
+            )
+        blocks.append("\n".join(lines) + "\n")
+    return "\n".join(blocks)
+
+
+def checkpoints_to_json(stored: Sequence[StoredCheckpoint]) -> bytes:
+    """A JSON array (indented, ending in a newline) of the stored checkpoints.
+
+    Each element: ``name, streamArn, version, updatedAt`` (ISO 8601 UTC) and ``checkpoint``,
+    the stored document itself (``version, stream_arn, positions, finished, pending``: see
+    :meth:`~ddbstreams.Checkpoint.to_json`).
+    """
+    document = [
+        {
+            "name": entry.name,
+            "streamArn": entry.stream_arn,
+            "version": entry.version,
+            "updatedAt": format_epoch(entry.updated_at),
+            "checkpoint": entry.checkpoint.to_json(),
+        }
+        for entry in stored
+    ]
+    return orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"

@@ -1243,7 +1243,9 @@ class StreamSimulator:
         }
         if ttl:
             record["userIdentity"] = dict(_TTL_IDENTITY)
-        shard.records.append(orjson.dumps(record))
+        # An exact-size copy: orjson's result keeps a ~4 KB allocation whatever its length,
+        # which made a backlog of a million records take ~5 GB instead of under 1 GB.
+        shard.records.append(bytes(memoryview(orjson.dumps(record))))
         shard.seqs.append(seq)
         shard.times.append(now)
         if self.retention is not None:

@@ -1,0 +1,812 @@
+"""Crash test of the Consumer: SIGKILL at random moments, restart, nothing lost or reordered.
+
+A consumer process (``tests/_crash_consumer.py``: a follow-mode Consumer with the SQLite
+checkpoint store) is killed with SIGKILL again and again while a writer keeps changing the
+source table, and restarted each time; a last process then catches up and is stopped with
+SIGTERM. Two sources: the stream simulator over loopback HTTP (several partitions, shards
+rolling over and splitting all the time) and DynamoDB Local (one shard).
+
+Every process appends what it does to one log (see the script's docstring): the checkpoint
+it loaded at start, each record handed to the handler (``rec``, tagged with a batch id),
+the handler's return (``end``), each checkpoint save as it starts (``save``, with the
+checkpoint) and when it returned (``saved``). Only one process runs at a time and they all
+append, so the log is a single timeline. The test then checks it against the truth (the
+simulator's history, or the whole DynamoDB Local stream read with botocore):
+
+1. At least once: every record written was handled; nothing else was.
+2. Per-item order: within a process each item's records are handled in write order, each
+   once; over the whole log a record is only handled after every earlier record of the
+   same item was handled at least once (a restart may go back, never skip ahead).
+3. Re-deliveries are limited to batches in flight at a kill. A checkpoint covers, per
+   shard, a prefix of the shard's records (the coverage of a checkpoint is computed as the
+   reader resumes from it: finished shards, positions, pending starts, and the ancestors of
+   named shards). Let ``J`` be, per shard, the length of the prefix of records the process
+   has completed (handler returned, ``end`` logged) on top of what its loaded checkpoint
+   covered. With parallelization factor 1, a batch is exactly one segment of the consumer
+   and segments complete in order; with factor P > 1 a segment (at most ``batch_size``
+   records, one reader batch) is split over lanes and completes when its last part does.
+   So these hold, and are checked:
+
+   a. Durable, atomic saves: the checkpoint a process loads is exactly the last one its
+      predecessor saved, or — if the predecessor was killed during that save — the one
+      before it (the loaded checkpoint if it saved none).
+   b. Never ahead: every saved checkpoint covers at most ``J`` records of each shard (only
+      records whose batch completed), and never less than the one before it.
+   c. Prompt: it covers at least ``J`` (factor 1), or at least ``J - (batch_size - 1)``
+      (factor P: the records before the segment holding the first unfinished record).
+   d. A process never handles a record its loaded checkpoint covers.
+   e. Hence, and checked record by record: every record a killed process handled that its
+      successor handled again was, at the kill, in a batch still in the handler (no
+      ``end``), or in a batch completed after the surviving checkpoint was taken (the
+      commit still to come), or (factor P > 1 only) within ``batch_size - 1`` records after
+      the first record of its shard unfinished when that checkpoint was taken (its
+      segment waited for another lane). Every record handled more than once is such a
+      record; nothing else is ever handled twice.
+   After the graceful stop the stored checkpoint is the last one saved and covers every
+   record.
+
+Kills land at random moments: some at a random time after the process was spawned (often
+during start-up), some at a random time after it loaded its checkpoint, some right after
+it started a batch. The counts (kills, records, deliveries, duplicates, re-delivered batches
+by cause) are printed, and included in any failure message.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import orjson
+import pytest
+
+from ddbstreams import SQLiteCheckpointStore, SystemClock
+from ddbstreams.local import DynamoDBLocal, SourceTable
+from ddbstreams.testing import SimulatorServer, StreamSimulator
+
+SCRIPT = Path(__file__).with_name("_crash_consumer.py")
+
+JSON = dict[str, Any]
+
+
+# --------------------------------------------------------------------------- the truth
+
+
+@dataclass
+class Truth:
+    """What the stream holds: per shard, its records in sequence number order."""
+
+    parents: dict[str, str | None]
+    seqs: dict[str, list[int]] = field(default_factory=dict)
+    #: sequence number -> (shard, index within the shard, item key, rank among the item's
+    #: changes in write order)
+    where: dict[str, tuple[str, int, str, int]] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, parents: dict[str, str | None], changes: Iterable[tuple[str, str, str]]) -> Truth:
+        """From the shards (id -> parent id) and the changes (shard, seq, key) in write order."""
+        truth = cls(dict(parents), {shard_id: [] for shard_id in parents})
+        ranks: Counter[str] = Counter()
+        listed: list[tuple[str, str, str, int]] = []
+        for shard_id, seq, key in changes:
+            assert shard_id in truth.seqs, f"change {seq} in unknown shard {shard_id}"
+            listed.append((shard_id, seq, key, ranks[key]))
+            ranks[key] += 1
+        for shard_id, seq, _, _ in listed:
+            truth.seqs[shard_id].append(int(seq))
+        for seqs in truth.seqs.values():
+            seqs.sort()
+        for shard_id, seq, key, rank in listed:
+            index = bisect.bisect_left(truth.seqs[shard_id], int(seq))
+            truth.where[seq] = (shard_id, index, key, rank)
+        assert len(truth.where) == len(listed), "duplicate sequence numbers"
+        return truth
+
+    @property
+    def records(self) -> int:
+        return len(self.where)
+
+    def descendants(self) -> dict[str, set[str]]:
+        children: dict[str, list[str]] = defaultdict(list)
+        for shard_id, parent in self.parents.items():
+            if parent is not None:
+                children[parent].append(shard_id)
+        out: dict[str, set[str]] = {}
+
+        def walk(shard_id: str) -> set[str]:
+            if shard_id not in out:
+                below: set[str] = set()
+                for kid in children.get(shard_id, ()):
+                    below.add(kid)
+                    below |= walk(kid)
+                out[shard_id] = below
+            return out[shard_id]
+
+        for shard_id in self.parents:
+            walk(shard_id)
+        return out
+
+
+def coverage(checkpoint: JSON | None, truth: Truth, below: dict[str, set[str]]) -> dict[str, int]:
+    """Per shard, how many of its records (a prefix in sequence order) ``checkpoint`` covers,
+    i.e. a reader resuming from it does not read again; mirrors the lineage planner."""
+    if checkpoint is None:
+        return {shard_id: 0 for shard_id in truth.seqs}
+    positions: dict[str, str] = checkpoint["positions"]
+    finished = set(checkpoint["finished"])
+    pending: dict[str, JSON] = checkpoint["pending"]
+    named = finished | set(positions) | set(pending)
+    out: dict[str, int] = {}
+    for shard_id, seqs in truth.seqs.items():
+        if shard_id in finished:
+            out[shard_id] = len(seqs)
+        elif shard_id in positions:
+            out[shard_id] = bisect.bisect_right(seqs, int(positions[shard_id]))
+        elif shard_id in pending:
+            start = pending[shard_id]
+            kind = start["type"]
+            if kind == "TRIM_HORIZON":
+                out[shard_id] = 0
+            elif kind == "AFTER_SEQUENCE_NUMBER":
+                out[shard_id] = bisect.bisect_right(seqs, int(start["sequence_number"]))
+            elif kind == "AT_SEQUENCE_NUMBER":
+                out[shard_id] = bisect.bisect_left(seqs, int(start["sequence_number"]))
+            else:
+                raise AssertionError(f"unexpected pending start {start} for {shard_id}")
+        elif below[shard_id] & named:
+            out[shard_id] = len(seqs)  # a descendant was being read: this one was done
+        else:
+            out[shard_id] = 0
+    return out
+
+
+# --------------------------------------------------------------------------- the log
+
+
+@dataclass
+class Process:
+    """One consumer process as its log lines tell it: (position in the log, event)."""
+
+    pid: int
+    loaded: JSON | None
+    events: list[tuple[int, JSON]] = field(default_factory=list)
+
+
+def parse_log(data: bytes) -> tuple[list[Process], int]:
+    """The processes in log order, and the number of torn lines (cut by a kill)."""
+    processes: list[Process] = []
+    by_pid: dict[int, Process] = {}
+    torn = 0
+    lines = data.split(b"\n")
+    for position, line in enumerate(lines):
+        if not line:
+            continue
+        try:
+            event = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            # Only the last write of a killed process can be cut short.
+            later = [other for other in lines[position + 1 :] if other][:1]
+            assert not later or b'"ev":"start"' in later[0], f"corrupt log line {line[:200]!r}"
+            torn += 1
+            continue
+        pid = event["pid"]
+        process = by_pid.get(pid)
+        if process is None:
+            assert event["ev"] == "start", f"process {pid} logged {event} before starting"
+            process = by_pid[pid] = Process(pid, event["loaded"])
+            assert not processes or processes[-1].pid != pid
+            processes.append(process)
+        else:
+            assert processes[-1] is process, f"process {pid} logged after its successor"
+        process.events.append((position, event))
+    return processes, torn
+
+
+@dataclass
+class Save:
+    position: int
+    checkpoint: JSON | None
+    completed: dict[str, int]  # J per shard when the save started
+    returned: bool = False
+
+
+@dataclass
+class Stats:
+    spawned: int = 0
+    kills: int = 0
+    logged_processes: int = 0
+    torn_lines: int = 0
+    records: int = 0
+    shards: int = 0
+    deliveries: int = 0
+    duplicates: int = 0
+    saves: int = 0
+    redelivered_batches: int = 0
+    in_handler: int = 0  # re-delivered records whose batch was in the handler at the kill
+    uncommitted: int = 0  # ... completed after the surviving checkpoint was taken
+    behind_lane: int = 0  # ... waiting for another lane's part of their segment
+    seconds: float = 0.0
+
+    def __str__(self) -> str:
+        return ", ".join(f"{name}={value}" for name, value in vars(self).items())
+
+
+class Failure(AssertionError):
+    pass
+
+
+def check_log(
+    processes: list[Process],
+    truth: Truth,
+    *,
+    killed: set[int],
+    stopped: int,
+    stored: JSON | None,
+    factor: int,
+    batch_size: int,
+    stats: Stats,
+) -> None:
+    """Check the log against the truth (see the module docstring); fill in ``stats``."""
+    slack = 0 if factor == 1 else batch_size - 1
+    below = truth.descendants()
+    everything = {shard_id: len(seqs) for shard_id, seqs in truth.seqs.items()}
+    deliveries: Counter[str] = Counter()
+    handled_ranks: dict[str, set[int]] = defaultdict(set)
+    first_missing: dict[str, int] = defaultdict(int)
+    may_repeat: set[str] = set()  # records in flight at some kill
+    redelivered_batches: set[str] = set()
+    stats.logged_processes = len(processes)
+    stats.records = truth.records
+    stats.shards = len(truth.seqs)
+
+    survivors: list[Save] = [Save(-1, None, {s: 0 for s in truth.seqs}, returned=True)]
+    for number, process in enumerate(processes):
+        where = f"process #{number} (pid {process.pid})"
+        # (a) it loaded what the previous process left durable.
+        loaded = process.loaded
+        matching = [save for save in survivors if save.checkpoint == loaded]
+        if not matching:
+            raise Failure(
+                f"{where} loaded {loaded}, not one of the checkpoints its predecessor could "
+                f"have left: {[save.checkpoint for save in survivors]}"
+            )
+        base = coverage(loaded, truth, below)
+        if number > 0:
+            previous = processes[number - 1]
+            account_for_kill(
+                previous, matching[0], base, truth, slack, may_repeat, redelivered_batches, stats
+            )
+
+        completed = dict(base)
+        done: dict[str, set[int]] = defaultdict(set)
+        last_rank: dict[str, int] = {}
+        seen: set[str] = set()
+        batches: dict[str, list[tuple[str, int]]] = defaultdict(list)
+        saves: list[Save] = [Save(process.events[0][0], loaded, dict(base), returned=True)]
+        last_coverage = base
+        stop_seen = False
+        for position, event in process.events[1:]:
+            kind = event["ev"]
+            assert not stop_seen, f"{where} logged {event} after stopping"
+            if kind == "rec":
+                seq = event["seq"]
+                if seq not in truth.where:
+                    raise Failure(f"{where} handled {seq}, which was never written")
+                shard_id, index, key, rank = truth.where[seq]
+                if (event["shard"], event["key"]) != (shard_id, key):
+                    raise Failure(f"{where} handled {seq} as {event}, written as {shard_id}/{key}")
+                if index < base[shard_id]:
+                    raise Failure(f"{where} handled {seq} of {shard_id}, covered by its checkpoint")
+                if seq in seen:
+                    raise Failure(f"{where} handled {seq} twice (the handler never fails)")
+                seen.add(seq)
+                if rank <= last_rank.get(key, -1):
+                    raise Failure(f"{where}: item {key} went back to change #{rank} ({seq})")
+                last_rank[key] = rank
+                if rank > first_missing[key]:
+                    raise Failure(
+                        f"{where} handled change #{rank} of {key} ({seq}) before change "
+                        f"#{first_missing[key]} had ever been handled"
+                    )
+                handled_ranks[key].add(rank)
+                while first_missing[key] in handled_ranks[key]:
+                    first_missing[key] += 1
+                deliveries[seq] += 1
+                part = batches[event["batch"]]
+                if part and part[0][0] != shard_id:
+                    raise Failure(f"{where}: batch {event['batch']} mixes shards")
+                part.append((shard_id, index))
+            elif kind == "end":
+                for shard_id, index in batches[event["batch"]]:
+                    done[shard_id].add(index)
+                    while completed[shard_id] in done[shard_id]:
+                        completed[shard_id] += 1
+                batches_ended[process.pid, event["batch"]] = position
+            elif kind == "save":
+                covered = coverage(event["cp"], truth, below)
+                for shard_id, count in covered.items():
+                    low, high = completed[shard_id] - slack, completed[shard_id]
+                    if count < last_coverage[shard_id]:
+                        raise Failure(
+                            f"{where}: checkpoint went back on {shard_id} ({count} records "
+                            f"covered, {last_coverage[shard_id]} before)"
+                        )
+                    if count > high:
+                        raise Failure(
+                            f"{where}: checkpoint covers {count} records of {shard_id} but only "
+                            f"{high} were completed (records skipped): {event['cp']}"
+                        )
+                    if count < low:
+                        raise Failure(
+                            f"{where}: checkpoint covers {count} records of {shard_id} though "
+                            f"{high} were completed (it lags behind): {event['cp']}"
+                        )
+                last_coverage = covered
+                saves.append(Save(position, event["cp"], dict(completed)))
+                stats.saves += 1
+            elif kind == "saved":
+                saves[-1].returned = True
+            elif kind == "stop":
+                stop_seen = True
+            else:
+                raise Failure(f"{where}: unknown event {event}")
+
+        process_batches[process.pid] = batches
+        # What the next process may load: the last save if it returned, else that one or the
+        # one before (the kill cut it: the store must leave the old or the new checkpoint).
+        survivors = [saves[-1]] if saves[-1].returned else [saves[-1], saves[-2]]
+        if process.pid == stopped:
+            if not stop_seen or not saves[-1].returned:
+                raise Failure(f"{where} was stopped gracefully but did not finish its stop")
+            if stored != saves[-1].checkpoint:
+                raise Failure(f"stored checkpoint {stored} is not the last saved one")
+            if last_coverage != everything:
+                raise Failure(f"the final checkpoint does not cover everything: {stored}")
+            if number != len(processes) - 1:
+                raise Failure(f"{where} was the last one started but not the last in the log")
+        elif process.pid not in killed:
+            raise Failure(f"{where} was never started by this test")
+
+    missing = set(truth.where) - set(deliveries)
+    if missing:
+        raise Failure(f"{len(missing)} records never handled, e.g. {sorted(missing)[:5]}")
+    repeated = {seq for seq, count in deliveries.items() if count > 1}
+    if repeated - may_repeat:
+        raise Failure(
+            f"records handled again without being in flight at a kill: {sorted(repeated - may_repeat)[:5]}"
+        )
+    stats.deliveries = sum(deliveries.values())
+    stats.duplicates = stats.deliveries - len(deliveries)
+    stats.redelivered_batches = len(redelivered_batches)
+
+
+# Filled by check_log per process: where each batch ended, which records each batch had.
+batches_ended: dict[tuple[int, str], int] = {}
+process_batches: dict[int, dict[str, list[tuple[str, int]]]] = {}
+
+
+def account_for_kill(
+    process: Process,
+    survivor: Save,
+    resumed: dict[str, int],
+    truth: Truth,
+    slack: int,
+    may_repeat: set[str],
+    redelivered: set[str],
+    stats: Stats,
+) -> None:
+    """Classify what ``process`` handled that its successor (resuming at ``resumed``) will
+    handle again; fail for anything not in flight at the kill."""
+    seq_of = {(where[0], where[1]): seq for seq, where in truth.where.items()}
+    for batch, records in process_batches[process.pid].items():
+        ended = batches_ended.get((process.pid, batch))
+        for shard_id, index in records:
+            if index < resumed[shard_id]:
+                continue
+            if ended is None:
+                stats.in_handler += 1
+            elif ended > survivor.position:
+                stats.uncommitted += 1
+            elif index >= survivor.completed[shard_id] - slack and slack:
+                stats.behind_lane += 1
+            else:
+                raise Failure(
+                    f"pid {process.pid}: record {index} of {shard_id} (batch {batch}) completed "
+                    f"before the checkpoint that survived the kill was taken, which does not "
+                    f"cover it: {survivor.checkpoint}"
+                )
+            may_repeat.add(seq_of[shard_id, index])
+            redelivered.add(batch)
+
+
+# --------------------------------------------------------------------------- processes
+
+
+class Crasher:
+    """Starts consumer processes one at a time, kills them, and follows the log."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        endpoint_url: str,
+        region: str,
+        stream_arn: str,
+        batch_size: int,
+        factor: int,
+        rng: random.Random,
+        stats: Stats,
+    ) -> None:
+        self.workdir = workdir
+        self.log_path = workdir / "handled.jsonl"
+        self.store_path = workdir / "checkpoints.sqlite"
+        self.stream_arn = stream_arn
+        self.rng = rng
+        self.stats = stats
+        self.killed: set[int] = set()
+        self.stopped: int | None = None
+        self.started: set[int] = set()  # pids that logged their start
+        self.handled: set[str] = set()
+        self.current: subprocess.Popen[bytes] | None = None
+        self._offset = 0
+        self._partial = b""
+        self._stderr: Path | None = None
+        self.command = [
+            sys.executable,
+            str(SCRIPT),
+            "--endpoint-url",
+            endpoint_url,
+            "--region",
+            region,
+            "--stream",
+            stream_arn,
+            "--store",
+            str(self.store_path),
+            "--log",
+            str(self.log_path),
+            "--batch-size",
+            str(batch_size),
+            "--parallelization-factor",
+            str(factor),
+            "--max-sleep",
+            "0.02",
+        ]
+        self.env = {
+            name: value
+            for name, value in os.environ.items()
+            if not name.startswith("AWS_") and name != "DDBSTREAMS_LOCAL_ENDPOINT"
+        }
+        self.env.update(
+            AWS_ACCESS_KEY_ID="crash-test",
+            AWS_SECRET_ACCESS_KEY="crash-test",
+            AWS_CONFIG_FILE=str(workdir / "no-aws-config"),
+            AWS_SHARED_CREDENTIALS_FILE=str(workdir / "no-aws-credentials"),
+            AWS_EC2_METADATA_DISABLED="true",
+        )
+
+    def __enter__(self) -> Crasher:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.current is not None and self.current.poll() is None:
+            self.current.kill()
+            self.current.wait()
+
+    def spawn(self) -> subprocess.Popen[bytes]:
+        assert self.current is None or self.current.poll() is not None
+        self.stats.spawned += 1
+        self._stderr = self.workdir / f"consumer-{self.stats.spawned}.stderr"
+        with self._stderr.open("wb") as stderr:
+            self.current = subprocess.Popen(
+                self.command, env=self.env, stdout=subprocess.DEVNULL, stderr=stderr
+            )
+        return self.current
+
+    def stderr_tail(self) -> str:
+        if self._stderr is None or not self._stderr.exists():
+            return ""
+        return self._stderr.read_text(errors="replace")[-3000:]
+
+    def follow(self) -> None:
+        """Read what the log gained since the last call."""
+        if not self.log_path.exists():
+            return
+        with self.log_path.open("rb") as log:
+            log.seek(self._offset)
+            data = log.read()
+        self._offset += len(data)
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        for line in lines:
+            if b'"ev":"rec"' in line or b'"ev":"start"' in line:
+                try:
+                    event = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue  # torn by a kill
+                if event["ev"] == "rec":
+                    self.handled.add(event["seq"])
+                else:
+                    self.started.add(event["pid"])
+
+    def wait_for(self, condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+        process = self.current
+        assert process is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            self.follow()
+            if condition():
+                return
+            if process.poll() is not None:
+                raise Failure(
+                    f"consumer {process.pid} exited ({process.returncode}) while waiting for "
+                    f"{what}:\n{self.stderr_tail()}"
+                )
+            if time.monotonic() > deadline:
+                raise Failure(f"timed out waiting for {what}:\n{self.stderr_tail()}")
+            time.sleep(0.005)
+
+    def kill(self) -> None:
+        process = self.current
+        assert process is not None
+        process.kill()
+        process.wait()
+        if process.returncode != -signal.SIGKILL:
+            raise Failure(
+                f"consumer {process.pid} ended by itself ({process.returncode}) before the "
+                f"kill:\n{self.stderr_tail()}"
+            )
+        self.killed.add(process.pid)
+        self.stats.kills += 1
+        # A write cut short leaves a line without its end: end it, so the next process
+        # starts on a line of its own.
+        if self.log_path.exists() and self.log_path.stat().st_size:
+            with self.log_path.open("rb+") as log:
+                log.seek(-1, os.SEEK_END)
+                if log.read(1) != b"\n":
+                    log.write(b"\n")
+
+    def crash(self, kills: int) -> None:
+        """Start and SIGKILL consumer processes ``kills`` times, at random moments."""
+        for number in range(kills):
+            process = self.spawn()
+            mode = number % 3
+            if mode == 0:
+                # Anywhere from start-up (imports, loading the checkpoint) to steady state.
+                time.sleep(self.rng.uniform(0.0, 2.0))
+            else:
+                self.wait_for(lambda: process.pid in self.started, "the consumer to start")
+                if mode == 1:
+                    time.sleep(self.rng.uniform(0.0, 1.0))
+                else:
+                    # Right after a batch of this process is seen: usually mid-batch or
+                    # before its commit.
+                    before = len(self.handled)
+                    self.wait_for(lambda: len(self.handled) > before, "a batch")
+                    time.sleep(self.rng.uniform(0.0, 0.01))
+            self.kill()
+
+    def finish(self, expected: Iterable[str], timeout: float = 60.0) -> None:
+        """Run a last process until every record in ``expected`` was handled, then stop it
+        with SIGTERM (a graceful stop) and wait for it to exit."""
+        wanted = set(expected)
+        process = self.spawn()
+        self.wait_for(lambda: wanted <= self.handled, "every record to be handled", timeout)
+        process.send_signal(signal.SIGTERM)
+        try:
+            returncode = process.wait(timeout=30.0)
+        except subprocess.TimeoutExpired:
+            raise Failure(f"consumer did not stop on SIGTERM:\n{self.stderr_tail()}") from None
+        if returncode != 0:
+            raise Failure(f"consumer exited with {returncode} on SIGTERM:\n{self.stderr_tail()}")
+        self.stopped = process.pid
+
+    def verify(self, truth: Truth, *, factor: int, batch_size: int) -> None:
+        """Check the whole log (module docstring); print the counts."""
+        assert self.stopped is not None
+        with SQLiteCheckpointStore(self.store_path) as store:
+            final = store.load_sync(self.stream_arn)
+        processes, self.stats.torn_lines = parse_log(self.log_path.read_bytes())
+        batches_ended.clear()
+        process_batches.clear()
+        try:
+            check_log(
+                processes,
+                truth,
+                killed=self.killed,
+                stopped=self.stopped,
+                stored=None if final is None else final.to_json(),
+                factor=factor,
+                batch_size=batch_size,
+                stats=self.stats,
+            )
+        except AssertionError as exc:
+            exc.add_note(f"crash test: {self.stats}; log: {self.log_path}")
+            raise
+        print(f"crash test: {self.stats}")
+
+
+# --------------------------------------------------------------------------- the tests
+
+
+def new_seed() -> int:
+    """A fresh seed per run (printed); set CRASH_TEST_SEED to replay one's choices."""
+    chosen = os.environ.get("CRASH_TEST_SEED")
+    return int(chosen) if chosen else random.randrange(1 << 32)
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("factor", [1, 3])
+def test_sigkill_over_rollovers_and_splits(tmp_path: Path, factor: int) -> None:
+    seed = new_seed()
+    print(f"seed {seed}")
+    stats = Stats()
+    started = time.monotonic()
+    batch_size = 8
+    sim = StreamSimulator(partitions=2, seed=seed % 1000, clock=SystemClock(), empty_page_rate=0.05)
+    with SimulatorServer(sim) as server, Crasher(
+        tmp_path,
+        endpoint_url=server.endpoint_url,
+        region=sim.region,
+        stream_arn=sim.stream_arn,
+        batch_size=batch_size,
+        factor=factor,
+        rng=random.Random(seed),
+        stats=stats,
+    ) as crasher:
+        with sim.live(
+            writes_per_second=80.0,
+            rollover_every=1.0,
+            split_every=2.5,
+            max_open_shards=6,
+            keys=50,
+            seed=seed,
+        ) as live:
+            crasher.crash(kills=12)
+        truth = Truth.build(
+            {shard.shard_id: shard.parent_shard_id for shard in sim.shards(include_trimmed=True)},
+            ((c.shard_id, c.sequence_number, c.keys["pk"]) for c in sim.history),
+        )
+        crasher.finish(truth.where)
+    stats.seconds = round(time.monotonic() - started, 1)
+    assert truth.records == live.writes > 500
+    assert live.rollovers >= 5 and live.splits >= 2, live
+    assert any(change.event_name == "REMOVE" for change in sim.history)
+    crasher.verify(truth, factor=factor, batch_size=batch_size)
+    assert stats.kills == 12
+    # Kills right after a batch started make re-deliveries all but certain: without any,
+    # this run would not have exercised a restart in the middle of work.
+    assert stats.duplicates > 0, stats
+
+
+class TableWriter:
+    """Changes items pk-0 ... pk-<keys-1> of a DynamoDB Local table from a thread."""
+
+    def __init__(self, table: SourceTable, *, keys: int, interval: float, seed: int) -> None:
+        self.table = table
+        self.keys = keys
+        self.interval = interval
+        self.rng = random.Random(seed)
+        self.changes = 0
+        self.deletes = 0
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="crash-test-writer", daemon=True)
+
+    def __enter__(self) -> TableWriter:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self._thread.join()
+        if self.error is not None and exc is None:
+            raise self.error
+
+    def _run(self) -> None:
+        present: set[int] = set()
+        version = 0
+        try:
+            while not self._stop.wait(self.interval):
+                index = self.rng.randrange(self.keys)
+                if index in present and self.rng.random() < 0.15:
+                    self.table.delete({"pk": f"pk-{index}"})
+                    present.discard(index)
+                    self.deletes += 1
+                else:
+                    version += 1
+                    self.table.put({"pk": f"pk-{index}", "version": version})
+                    present.add(index)
+                self.changes += 1
+        except BaseException as error:  # reported by __exit__
+            self.error = error
+
+
+def read_stream_with_botocore(ddb_local: DynamoDBLocal, stream_arn: str) -> Truth:
+    """The whole stream, read with botocore (not with ddbstreams): the truth to check by."""
+    client = ddb_local.streams_client()
+    shards: list[JSON] = []
+    request: JSON = {"StreamArn": stream_arn}
+    while True:
+        description = client.describe_stream(**request)["StreamDescription"]
+        shards.extend(description["Shards"])
+        if not description.get("LastEvaluatedShardId"):
+            break
+        request["ExclusiveStartShardId"] = description["LastEvaluatedShardId"]
+    changes: list[tuple[str, str, str]] = []
+    for shard in shards:
+        iterator = client.get_shard_iterator(
+            StreamArn=stream_arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        empty = 0
+        while iterator is not None and empty < 2:
+            page = client.get_records(ShardIterator=iterator)
+            records = page["Records"]
+            empty = 0 if records else empty + 1
+            changes.extend(
+                (
+                    shard["ShardId"],
+                    record["dynamodb"]["SequenceNumber"],
+                    record["dynamodb"]["Keys"]["pk"]["S"],
+                )
+                for record in records
+            )
+            iterator = page.get("NextShardIterator")
+    return Truth.build({shard["ShardId"]: shard.get("ParentShardId") for shard in shards}, changes)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(240)
+def test_sigkill_against_dynamodb_local(
+    tmp_path: Path, ddb_local: DynamoDBLocal, source_table: SourceTable
+) -> None:
+    seed = new_seed()
+    print(f"seed {seed}")
+    stats = Stats()
+    started = time.monotonic()
+    batch_size = 5
+    factor = 1
+    with Crasher(
+        tmp_path,
+        endpoint_url=ddb_local.endpoint_url,
+        region=ddb_local.region_name,
+        stream_arn=source_table.stream_arn,
+        batch_size=batch_size,
+        factor=factor,
+        rng=random.Random(seed),
+        stats=stats,
+    ) as crasher:
+        with TableWriter(source_table, keys=30, interval=0.02, seed=seed) as writer:
+            crasher.crash(kills=6)
+        truth = read_stream_with_botocore(ddb_local, source_table.stream_arn)
+        crasher.finish(truth.where)
+    stats.seconds = round(time.monotonic() - started, 1)
+    assert truth.records == writer.changes > 100
+    assert writer.deletes > 0
+    crasher.verify(truth, factor=factor, batch_size=batch_size)
+    assert stats.kills == 6
+    assert stats.duplicates > 0, stats
+
+
+def _unused() -> Iterator[None]:  # pragma: no cover
+    yield
