@@ -58,6 +58,7 @@ from ddbstreams._position import (
 )
 from ddbstreams._reader import ReaderOptions, ShardBatch, StreamReader
 from ddbstreams._store import CheckpointStore, SQLiteCheckpointStore
+from ddbstreams._tasks import first_error, first_of
 
 __all__ = [
     "Consumer",
@@ -517,7 +518,7 @@ class Consumer:
         try:
             await self._consume_in_group(reader)
         except BaseExceptionGroup as group_error:
-            raise _first_error(group_error) from None
+            raise first_error(group_error) from None
 
     async def _consume_in_group(self, reader: StreamReader[Record]) -> None:
         async with asyncio.TaskGroup() as group:
@@ -653,7 +654,7 @@ class Consumer:
         processed -> running batches -> done (end of shard, or stopping: no new batch starts)."""
         if parent is not None and not parent.finished.is_set():
             # The parent's records come first for every item: wait until it is processed.
-            await _first_of(parent.finished.wait(), self._stopping.wait())
+            await first_of(parent.finished.wait(), self._stopping.wait())
         while not self._stopping.is_set():
             job = await lane.jobs.get()
             if job is None or self._stopping.is_set():
@@ -706,7 +707,7 @@ class Consumer:
                 continue
             if self._stopping.is_set():
                 return False
-            await _first_of(self._clock.sleep(delay), self._stopping.wait())
+            await first_of(self._clock.sleep(delay), self._stopping.wait())
             delay = min(delay * 2, options.retry_max_delay)
             parts.appendleft((retry, attempts))
         return True
@@ -787,24 +788,6 @@ class Consumer:
             return
         await self._store.save(checkpoint)
         self._saved = checkpoint
-
-
-async def _first_of(*waits: Awaitable[Any]) -> None:
-    """Wait until the first of ``waits`` is done; cancel and await the others."""
-    tasks = [asyncio.ensure_future(w) for w in waits]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    leaf: BaseException = group
-    while isinstance(leaf, BaseExceptionGroup):
-        leaf = leaf.exceptions[0]
-    return leaf
 
 
 def _state_of(checkpoint: Checkpoint, shard_id: str) -> _Base:

@@ -69,6 +69,7 @@ from ddbstreams._position import (
     ShardStart,
     StartPosition,
 )
+from ddbstreams._tasks import first_error
 
 __all__ = ["ReaderOptions", "ShardBatch", "StreamReader", "TrimmedPolicy"]
 
@@ -757,7 +758,7 @@ class StreamReader(Generic[T]):
                 if periodic is not None:
                     periodic.cancel()
         except BaseExceptionGroup as group_error:
-            error = _first_error(group_error)
+            error = first_error(group_error)
         except DDBStreamsError as exc:
             error = exc
         if error is not None:
@@ -1065,11 +1066,3 @@ async def _locate_record(
 async def _wait_quietly(task: asyncio.Task[None]) -> None:
     with contextlib.suppress(BaseException):
         await task
-
-
-def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The first leaf of an exception group: shard errors surface as themselves."""
-    leaf: BaseException = group
-    while isinstance(leaf, BaseExceptionGroup):
-        leaf = leaf.exceptions[0]
-    return leaf

@@ -216,7 +216,25 @@ class _MemoryData:
         self.rows: dict[tuple[str, str], tuple[int, str, float]] = {}
 
 
-class MemoryCheckpointStore:
+class _ClosesOnExit:
+    """``async with store:`` closes the store on the way out."""
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+class MemoryCheckpointStore(_ClosesOnExit):
     """Checkpoints in a dict, lost when the process ends.
 
     Checkpoints are stored as JSON text, as the other stores do, so what loads back is an
@@ -239,17 +257,6 @@ class MemoryCheckpointStore:
 
     def __repr__(self) -> str:
         return f"MemoryCheckpointStore(name={self.name!r})"
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     @staticmethod
     def _where(name: str, stream_arn: str) -> str:
@@ -326,7 +333,7 @@ _BUSY_TIMEOUT: Final = 30.0
 """Seconds to wait for another process's write lock before giving up."""
 
 
-class SQLiteCheckpointStore:
+class SQLiteCheckpointStore(_ClosesOnExit):
     """Checkpoints in a SQLite file: the embedded default, no server needed.
 
     The file is created on first write (parent directories included) with one table
@@ -367,17 +374,6 @@ class SQLiteCheckpointStore:
 
     def __repr__(self) -> str:
         return f"SQLiteCheckpointStore({str(self.path)!r}, name={self.name!r})"
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     def __enter__(self) -> Self:
         return self
@@ -682,7 +678,7 @@ class _Attempt:
     text: str
 
 
-class DynamoDBCheckpointStore:
+class DynamoDBCheckpointStore(_ClosesOnExit):
     """Checkpoints in a DynamoDB state table, shared by every process that can reach it.
 
     Items: ``name`` (partition key, S), ``stream_arn`` (sort key, S), ``version`` (N),
@@ -736,17 +732,6 @@ class DynamoDBCheckpointStore:
 
     def __repr__(self) -> str:
         return f"DynamoDBCheckpointStore({self.table_name!r}, name={self.name!r})"
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     @property
     def client(self) -> StreamsClient:
