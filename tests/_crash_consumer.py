@@ -1,7 +1,8 @@
 """A consumer process for the crash test (tests/test_consumer_crash.py), run as a subprocess.
 
     python tests/_crash_consumer.py --endpoint-url URL --region R --stream ARN \
-        --store FILE --log LOGFILE [--batch-size N] [--parallelization-factor P] [--max-sleep S]
+        --store FILE --log LOGFILE [--batch-size N] [--parallelization-factor P] \
+        [--max-sleep S] [--slow-rate R] [--slow-sleep S]
 
 It runs a follow-mode :class:`ddbstreams.Consumer` with a :class:`SQLiteCheckpointStore` on
 FILE until SIGTERM (graceful stop) or SIGKILL (the crash under test), and appends what it
@@ -12,9 +13,10 @@ event loop thread, so the file order is the real order):
   (``Checkpoint.to_json()``, or null when the store had none), before reading anything;
 - ``{"ev": "rec", "pid", "batch", "shard", "seq", "key"}``: one line per record of a batch
   the handler was given, written (one write, then fsync) when the handler starts;
-- ``{"ev": "end", "pid", "batch"}``: the handler is returning (after a short random sleep, so
-  kills often land while a batch is in the handler). Nothing yields between this line and
-  the consumer marking the batch complete;
+- ``{"ev": "end", "pid", "batch"}``: the handler is returning, after a random sleep (up to
+  ``--max-sleep``; with probability ``--slow-rate`` a "slow batch" of ``--slow-sleep``
+  instead, which the test uses to kill a process while a batch is surely in the handler).
+  Nothing yields between this line and the consumer marking the batch complete;
 - ``{"ev": "save", "pid", "cp"}``: the consumer calls ``store.save(cp)`` (logged before the
   write starts; the consumer computes ``cp`` right before the call, without yielding);
 - ``{"ev": "saved", "pid"}``: that save returned (the checkpoint is durable);
@@ -102,7 +104,8 @@ async def main(args: argparse.Namespace) -> None:
             ],
             sync=True,
         )
-        await asyncio.sleep(rng.uniform(0.0, args.max_sleep))
+        slow = rng.random() < args.slow_rate
+        await asyncio.sleep(args.slow_sleep if slow else rng.uniform(0.0, args.max_sleep))
         log.write([{"ev": "end", "batch": batch}])
 
     consumer = Consumer(
@@ -149,7 +152,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--log", required=True)
     parser.add_argument("--batch-size", type=int, default=10)
     parser.add_argument("--parallelization-factor", type=int, default=1)
-    parser.add_argument("--max-sleep", type=float, default=0.01)
+    parser.add_argument("--max-sleep", type=float, default=0.02)
+    parser.add_argument("--slow-rate", type=float, default=0.0)
+    parser.add_argument("--slow-sleep", type=float, default=0.2)
     return parser.parse_args(argv)
 
 

@@ -17,7 +17,7 @@ import os
 import signal
 import sqlite3
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +25,14 @@ import pytest
 
 from ddbstreams import _cli
 from ddbstreams._cli import main
+from ddbstreams._clock import SystemClock
 from ddbstreams._decode import DefaultParser
 from ddbstreams._errors import StreamNotFoundError, TrimmedDataError
 from ddbstreams._model import Record
 from ddbstreams._position import (
     LATEST,
     SHARD_TRIM_HORIZON,
+    TRIM_HORIZON,
     Checkpoint,
     ShardStart,
 )
@@ -48,15 +50,15 @@ SEQ = "000000000000000000042"
 UPDATED_AT = 1764397880.25  # 2025-11-29T06:31:20.250Z
 
 
-class FixedClock:
-    """Only ``time()`` is used by the store (for ``updated_at``)."""
+class FixedClock(SystemClock):
+    """The store's ``updated_at`` comes from ``time()``: a fixed one."""
 
     def time(self) -> float:
         return UPDATED_AT
 
 
 def save(path: Path, checkpoint: Checkpoint, *, name: str = "tail") -> None:
-    with SQLiteCheckpointStore(path, name=name, clock=FixedClock()) as store:  # type: ignore[arg-type]
+    with SQLiteCheckpointStore(path, name=name, clock=FixedClock()) as store:
         store.load_sync(checkpoint.stream_arn)
         store.save_sync(checkpoint)
 
@@ -122,7 +124,7 @@ def test_show_lists_every_checkpoint(file: Path) -> None:
         ["name     tail", f"stream   {ARN_A}"],
         ["name     tail", f"stream   {ARN_B}"],
     ]
-    assert blocks[2] == (
+    assert blocks[2] + "\n" == (
         "name     tail\n"
         f"stream   {ARN_A}\n"
         "version  1\n"
@@ -200,9 +202,7 @@ def test_show_many_shards_lists_the_first_ones(tmp_path: Path) -> None:
     assert lines[4] == "shards   25 in progress, 0 finished, 0 pending"
     assert lines[5] == "  shardId-00000000000000000000-00000000  after 1"
     assert len(lines) == 5 + 20 + 1
-    assert lines[-1] == "  … and 5 more shards (--json lists every one)" or lines[-1] == (
-        "  ... and 5 more shards (--json lists every one)"
-    )
+    assert lines[-1] == "  … and 5 more shards (--json lists every one)"
     _, out, _ = run_cli("checkpoints", "show", str(path), "--json")
     assert json.loads(out)[0]["checkpoint"]["positions"] == shards
 
@@ -263,7 +263,7 @@ def test_show_corrupt_entry_is_an_error(file: Path) -> None:
     ("argv", "fragment"),
     [
         (["checkpoints"], "required: ACTION"),
-        (["checkpoints", "show"], "required: file"),
+        (["checkpoints", "show"], "required: FILE"),
         (["checkpoints", "reset", "f.sqlite"], "one of the arguments --stream --all is required"),
         (["checkpoints", "reset", "f", "--all", "--stream", "t1x"], "not allowed with argument"),
         (["checkpoints", "show", "f", "--stream", "arn:aws:nope"], "invalid stream ARN"),
@@ -448,7 +448,8 @@ def make_records(count: int) -> list[Record]:
 
 
 class Script:
-    """What the stand-in reader does: prepared batches, then an error or an idle follow."""
+    """What the stand-in reader does: prepared batches, then an error, or ``then`` (if set)
+    and a wait for records that never come (like a reader on an idle stream)."""
 
     def __init__(self) -> None:
         records = make_records(9)
@@ -491,6 +492,7 @@ class FakeReader:
             for batch in self.script.batches
         ]
         self.pending = [batch for batch in self.pending if batch]
+        self.shard_finished = False
         self.exited = False
         self.script.readers.append(self)
 
@@ -501,6 +503,8 @@ class FakeReader:
         self.exited = True
 
     def checkpoint(self) -> Checkpoint:
+        if self.shard_finished:
+            return Checkpoint(self.stream_arn, finished=frozenset({SHARD}))
         if self.last is None:
             return Checkpoint(self.stream_arn, pending={SHARD: SHARD_TRIM_HORIZON})
         return Checkpoint(self.stream_arn, {SHARD: self.last})
@@ -515,7 +519,7 @@ class FakeReader:
             yield batch
         if self.script.error_after_batches is not None:
             raise self.script.error_after_batches
-        if self.follow:
+        if self.follow or self.script.then is not None:
             if self.script.then is not None:
                 self.script.then()
             await asyncio.Event().wait()
@@ -573,10 +577,11 @@ def test_tail_saves_after_each_printed_batch(
     # A batch is printed before the position that covers it is saved, never after.
     assert stdout.saved_when_written == [None, seq(2), seq(5)]
     assert position(path) == seq(8)
-    assert script.readers[0].kwargs["start"] == Checkpoint(
-        ARN_A, pending={SHARD: SHARD_TRIM_HORIZON}
-    ) or script.readers[0].kwargs["start"] is not None
-    assert script.readers[0].kwargs["on_trimmed"] == "raise"
+    (reader,) = script.readers
+    assert reader.stream_arn == ARN_A  # resolved before the reader is made
+    assert reader.kwargs["start"] == TRIM_HORIZON
+    assert reader.kwargs["on_trimmed"] == "raise"
+    assert reader.exited
 
 
 def test_tail_resumes_and_checkpoint_wins_over_from(script: Script, tmp_path: Path) -> None:
@@ -598,15 +603,14 @@ def test_tail_resumes_and_checkpoint_wins_over_from(script: Script, tmp_path: Pa
 def test_tail_without_checkpoint_starts_at_from(script: Script, tmp_path: Path) -> None:
     path = tmp_path / "cp.sqlite"
 
-    status, out, err = run_cli(
+    status, _, err = run_cli(
         "tail", "orders", "--checkpoint", str(path), "--from", "latest", "-v", "--name", "n1"
     )
 
     assert status == 0
     assert script.readers[0].kwargs["start"] == LATEST
     assert err.splitlines() == [
-        f"ddbstreams: no checkpoint in {path} (name 'n1') for this stream yet: starting at "
-        "latest",
+        f"ddbstreams: no checkpoint in {path} (name 'n1') for this stream yet: starting at latest",
         f"ddbstreams: reading {ARN_A}",
         "ddbstreams: reader stopped",
         f"ddbstreams: checkpoint saved in {path} (name 'n1')",
@@ -618,7 +622,9 @@ def test_tail_without_checkpoint_starts_at_from(script: Script, tmp_path: Path) 
 def test_tail_max_records_saves_exactly_what_was_printed(script: Script, tmp_path: Path) -> None:
     path = tmp_path / "cp.sqlite"
 
-    assert keys_of(run_cli("tail", "orders", "--checkpoint", str(path), "--max-records", "4")[1]) == [
+    assert keys_of(
+        run_cli("tail", "orders", "--checkpoint", str(path), "--max-records", "4")[1]
+    ) == [
         "k0",
         "k1",
         "k2",
@@ -706,19 +712,43 @@ def test_tail_checkpoint_file_that_is_not_a_database(script: Script, tmp_path: P
     assert "is not a SQLite database" in one_error_line(err)
 
 
+def finish_shard_then(script: Script, signum: signal.Signals) -> Callable[[], None]:
+    """A ``then`` that changes the reader's checkpoint without a batch (as an empty page
+    that ends a shard does), then raises ``signum``: only a save at exit can store it."""
+
+    def then() -> None:
+        script.readers[0].shard_finished = True
+        signal.raise_signal(signum)
+
+    return then
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_follow_stopped_by_a_signal_saves(
+def test_follow_stopped_by_a_signal_saves_at_exit(
     script: Script, tmp_path: Path, signum: signal.Signals
 ) -> None:
     path = tmp_path / "cp.sqlite"
-    script.then = lambda: signal.raise_signal(signum)
+    script.then = finish_shard_then(script, signum)
 
     status, out, err = run_cli("tail", "orders", "-f", "--checkpoint", str(path))
 
     assert (status, err) == (0, "")
     assert len(out.splitlines()) == 9
-    assert position(path) == seq(8)
+    assert load(path, ARN_A) == Checkpoint(ARN_A, finished=frozenset({SHARD}))
     assert script.readers[0].exited
+
+
+def test_single_pass_interrupted_saves_at_exit(
+    script: Script, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "cp.sqlite"
+    script.then = finish_shard_then(script, signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+    assert main(["tail", "orders", "--checkpoint", str(path)]) == 130
+
+    assert len(capsys.readouterr().out.splitlines()) == 9
+    assert load(path, ARN_A) == Checkpoint(ARN_A, finished=frozenset({SHARD}))
 
 
 # -- against DynamoDB Local ---------------------------------------------------------------
@@ -814,7 +844,14 @@ def test_show_and_reset_then_tail_starts_over(
     assert [(d["name"], d["version"]) for d in json.loads(out)] == [("other", 1), ("tail", 1)]
 
     status, out, err = run_cli(
-        "checkpoints", "reset", str(path), "--name", "tail", "--stream", source_table.stream_arn, "-y"
+        "checkpoints",
+        "reset",
+        str(path),
+        "--name",
+        "tail",
+        "--stream",
+        source_table.stream_arn,
+        "-y",
     )
 
     assert (status, err) == (0, "")
