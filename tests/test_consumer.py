@@ -449,3 +449,30 @@ def test_blocking_consumer_runs_and_stops_from_another_thread() -> None:
     assert got == [f"item-{i}" for i in range(5)]
     (position,) = consumer.checkpoint().positions.values()
     assert position == sim.history[-1].sequence_number
+
+
+async def test_a_shard_without_records_does_not_let_its_child_overtake_the_parent() -> None:
+    # A -> B (no records) -> C: C's records must wait until A's are processed.
+    sim = StreamSimulator(partitions=1, seed=13)
+    for n in range(5):
+        sim.put_item({"pk": "x", "n": n})
+    (b,) = sim.roll_over()
+    sim.roll_over(b)
+    sim.put_item({"pk": "x", "n": 5})
+    handled = Handled()
+
+    async def slow(records: list[Record]) -> None:
+        await asyncio.sleep(0.05)  # A's batches queue up in its lane meanwhile
+        handled.add(records)
+
+    consumer = Consumer(
+        sim.stream_arn,
+        slow,
+        store=MemoryCheckpointStore(),
+        client=sim.client(),
+        reader_options=FAST,
+        options=fast_options(batch_size=1),
+    )
+    await run_until(consumer, handled, lambda: len(handled.records) >= 6)
+
+    assert [r.new_image["n"] for r in handled.records if r.new_image] == [0, 1, 2, 3, 4, 5]

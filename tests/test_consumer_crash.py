@@ -2,58 +2,68 @@
 
 A consumer process (``tests/_crash_consumer.py``: a follow-mode Consumer with the SQLite
 checkpoint store) is killed with SIGKILL again and again while a writer keeps changing the
-source table, and restarted each time; a last process then catches up and is stopped with
-SIGTERM. Two sources: the stream simulator over loopback HTTP (several partitions, shards
-rolling over and splitting all the time) and DynamoDB Local (one shard).
+source table (puts and deletes of a few dozen items), and restarted each time; once the
+writer has stopped, a last process runs until it has saved a checkpoint covering every
+record and is stopped with SIGTERM. Two sources: the stream simulator over loopback HTTP
+(two partitions, shards rolling over every second and splitting), with parallelization
+factor 1 and 3; and DynamoDB Local (one shard, no splits), with factor 1.
 
 Every process appends what it does to one log (see the script's docstring): the checkpoint
 it loaded at start, each record handed to the handler (``rec``, tagged with a batch id),
 the handler's return (``end``), each checkpoint save as it starts (``save``, with the
-checkpoint) and when it returned (``saved``). Only one process runs at a time and they all
-append, so the log is a single timeline. The test then checks it against the truth (the
-simulator's history, or the whole DynamoDB Local stream read with botocore):
+checkpoint) and when it returned (``saved``). Only one process runs at a time, and a
+process writes only from its event loop thread, so the log is one timeline. The test then
+checks it against the truth (the simulator's history, or the whole DynamoDB Local stream
+read with botocore):
 
 1. At least once: every record written was handled; nothing else was.
 2. Per-item order: within a process each item's records are handled in write order, each
    once; over the whole log a record is only handled after every earlier record of the
    same item was handled at least once (a restart may go back, never skip ahead).
 3. Re-deliveries are limited to batches in flight at a kill. A checkpoint covers, per
-   shard, a prefix of the shard's records (the coverage of a checkpoint is computed as the
-   reader resumes from it: finished shards, positions, pending starts, and the ancestors of
-   named shards). Let ``J`` be, per shard, the length of the prefix of records the process
-   has completed (handler returned, ``end`` logged) on top of what its loaded checkpoint
-   covered. With parallelization factor 1, a batch is exactly one segment of the consumer
-   and segments complete in order; with factor P > 1 a segment (at most ``batch_size``
-   records, one reader batch) is split over lanes and completes when its last part does.
-   So these hold, and are checked:
+   shard, a prefix of the shard's records (computed as the reader resumes from it:
+   finished shards, positions, pending starts, and the ancestors of named shards). Let
+   ``J`` be, per shard, the prefix of records that the process completed (handler
+   returned, ``end`` logged) on top of what its loaded checkpoint covered. With
+   parallelization factor 1 a handler batch is one segment of the consumer and a shard's
+   segments complete in order; with factor P > 1 a segment (one reader batch, at most
+   ``batch_size`` records) is split over lanes and completes with its last part. So:
 
-   a. Durable, atomic saves: the checkpoint a process loads is exactly the last one its
-      predecessor saved, or — if the predecessor was killed during that save — the one
-      before it (the loaded checkpoint if it saved none).
-   b. Never ahead: every saved checkpoint covers at most ``J`` records of each shard (only
-      records whose batch completed), and never less than the one before it.
-   c. Prompt: it covers at least ``J`` (factor 1), or at least ``J - (batch_size - 1)``
-      (factor P: the records before the segment holding the first unfinished record).
-   d. A process never handles a record its loaded checkpoint covers.
-   e. Hence, and checked record by record: every record a killed process handled that its
-      successor handled again was, at the kill, in a batch still in the handler (no
-      ``end``), or in a batch completed after the surviving checkpoint was taken (the
-      commit still to come), or (factor P > 1 only) within ``batch_size - 1`` records after
-      the first record of its shard unfinished when that checkpoint was taken (its
-      segment waited for another lane). Every record handled more than once is such a
-      record; nothing else is ever handled twice.
-   After the graceful stop the stored checkpoint is the last one saved and covers every
+   a. Durable, atomic saves: a process loads exactly the last checkpoint its predecessor
+      saved or, if the predecessor was killed during that save, the one before it (or
+      what the predecessor loaded, if it saved nothing).
+   b. Never ahead: a saved checkpoint covers at most ``J`` records of each shard, and never
+      fewer than the checkpoint before it.
+   c. Not behind: it covers at least ``J`` (factor 1), or ``J - (batch_size - 1)`` (factor
+      P: all segments before the one holding the first unfinished record).
+   d. A process never handles a record that its loaded checkpoint covers.
+   e. Commits are prompt: once ``J`` (less that slack) passes the last checkpoint saved,
+      the next save begins before any lane ends a second batch (per shard: at most P batch
+      ends), or, if a save is in progress, right after it returns. (The committer is woken
+      by the completion and runs on the event loop's next turn.)
+   f. Hence, and checked record by record: every record a killed process handled and its
+      successor handles again was, at the kill, in a batch still in the handler (no
+      ``end``), or in a batch completed after the surviving checkpoint was taken (its
+      commit still to come: by e, only the batches of that last turn or of a save in
+      progress), or (factor P > 1) at most ``batch_size - 1`` records before or after the
+      first record of its shard unfinished when that checkpoint was taken (its segment
+      waited for another lane). Every record handled more than once is such a record.
+
+   After the graceful stop the stored checkpoint is the last one saved, and covers every
    record.
 
-Kills land at random moments: some at a random time after the process was spawned (often
-during start-up), some at a random time after it loaded its checkpoint, some right after
-it started a batch. The counts (kills, records, deliveries, duplicates, re-delivered batches
-by cause) are printed, and included in any failure message.
+Kills land at random moments, in turn: at a random time after spawning (often during
+start-up), at a random time after the checkpoint was loaded, and while a batch is surely in
+the handler (the handler sleeps briefly, and now and then long: a batch seen unfinished
+for longer than any brief sleep is a long one). The counts (kills, records, deliveries,
+duplicates, re-delivered records by cause) are printed, and added to any failure. A
+failed run leaves its log and the truth (``truth.json``) in its ``tmp_path``.
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import os
 import random
 import signal
@@ -99,6 +109,8 @@ class Truth:
     #: sequence number -> (shard, index within the shard, item key, rank among the item's
     #: changes in write order)
     where: dict[str, tuple[str, int, str, int]] = field(default_factory=dict)
+    #: (shard, sequence number, item key) in write order
+    changes: list[tuple[str, str, str]] = field(default_factory=list)
 
     @classmethod
     def build(
@@ -108,7 +120,8 @@ class Truth:
         truth = cls(dict(parents), {shard_id: [] for shard_id in parents})
         ranks: Counter[str] = Counter()
         listed: list[tuple[str, str, str, int]] = []
-        for shard_id, seq, key in changes:
+        truth.changes = list(changes)
+        for shard_id, seq, key in truth.changes:
             assert shard_id in truth.seqs, f"change {seq} in unknown shard {shard_id}"
             listed.append((shard_id, seq, key, ranks[key]))
             ranks[key] += 1
@@ -121,6 +134,14 @@ class Truth:
             truth.where[seq] = (shard_id, index, key, rank)
         assert len(truth.where) == len(listed), "duplicate sequence numbers"
         return truth
+
+    def dump(self, path: Path) -> None:
+        path.write_bytes(orjson.dumps({"parents": self.parents, "changes": self.changes}))
+
+    @classmethod
+    def load(cls, path: Path) -> Truth:
+        data = orjson.loads(path.read_bytes())
+        return cls.build(data["parents"], [tuple(change) for change in data["changes"]])
 
     @property
     def records(self) -> int:
@@ -273,6 +294,7 @@ class LogChecker:
         self.stats = stats
         # How far a checkpoint may lag the completed prefix: 0 when segments complete in
         # order; with lanes, the records before the first unfinished one in its segment.
+        self.factor = factor
         self.slack = 0 if factor == 1 else batch_size - 1
         self.below = truth.descendants()
         self.seq_at = {(shard, index): seq for seq, (shard, index, _, _) in truth.where.items()}
@@ -340,7 +362,7 @@ class LogChecker:
         self.stats.redelivered_batches = len(self.redelivered_batches)
 
     def replay(self, where: str, process: Process, base: dict[str, int]) -> Run:
-        """Go through one process's events, checking 2, 3b, 3c and 3d as they happen."""
+        """Go through one process's events, checking 2, 3b, 3c, 3d and 3e as they happen."""
         truth = self.truth
         run = Run(process)
         completed = dict(base)  # J: per shard, the completed prefix
@@ -349,10 +371,25 @@ class LogChecker:
         seen: set[str] = set()
         last_coverage = base
         run.saves.append(Save(process.events[0][0], process.loaded, dict(base), returned=True))
+        # 3e: once the completed prefix (less the slack) passes the last checkpoint saved, a
+        # save is owed. If none is in progress, the committer runs on the event loop's next
+        # turn, before any lane ends a second batch: until a save begins, each shard may end
+        # at most `factor` batches (one per lane). If one is in progress, the next save
+        # begins as soon as it returns, in the same step of the committer.
+        saving = False
+        owed = False
+        window: Counter[str] | None = None
+        save_next = False
         for position, event in process.events[1:]:
             kind = event["ev"]
             if run.stopped:
                 raise Failure(f"{where} logged {event} after it stopped")
+            if save_next and kind != "save":
+                raise Failure(
+                    f"{where}: a save returned while batches had completed past it, but the "
+                    f"next save did not begin at once (log line {position}: {event})"
+                )
+            save_next = False
             if kind == "rec":
                 seq = event["seq"]
                 if seq not in truth.where:
@@ -387,6 +424,18 @@ class LogChecker:
                     done[shard_id].add(index)
                     while completed[shard_id] in done[shard_id]:
                         completed[shard_id] += 1
+                    if completed[shard_id] - self.slack > last_coverage[shard_id]:
+                        owed = True
+                if owed and not saving:
+                    window = Counter() if window is None else window
+                    shard_id = run.batches[event["batch"]][0][0]
+                    window[shard_id] += 1
+                    if window[shard_id] > self.factor:
+                        raise Failure(
+                            f"{where}: batches completed past the last checkpoint saved, then "
+                            f"{window[shard_id]} batches of {shard_id} ended without a save "
+                            f"beginning (log line {position})"
+                        )
             elif kind == "save":
                 covered = self.coverage(event["cp"])
                 for shard_id, count in covered.items():
@@ -409,8 +458,10 @@ class LogChecker:
                 last_coverage = covered
                 run.saves.append(Save(position, event["cp"], dict(completed)))
                 self.stats.saves += 1
+                saving, owed, window = True, False, None
             elif kind == "saved":
                 run.saves[-1].returned = True
+                saving, save_next = False, owed
             elif kind == "stop":
                 run.stopped = True
             else:
@@ -418,7 +469,7 @@ class LogChecker:
         return run
 
     def account_for_kill(self, run: Run, survivor: Save, resumed: dict[str, int]) -> None:
-        """3e: classify what a killed process handled that its successor, resuming at
+        """3f: classify what a killed process handled that its successor, resuming at
         ``resumed`` (the coverage of ``survivor``), hands out again; anything that was not
         in flight at the kill fails."""
         for batch, records in run.batches.items():
@@ -443,6 +494,10 @@ class LogChecker:
 
 
 class Failure(AssertionError):
+    pass
+
+
+class TimedOut(Failure):
     pass
 
 
@@ -475,6 +530,7 @@ class Crasher:
         self.started: set[int] = set()  # pids that logged their start
         self.handled: set[str] = set()
         self.in_handler: dict[str, float] = {}  # batch -> when its records were seen
+        self.last_save: JSON | None = None  # the last checkpoint the current process saved
         self.current: subprocess.Popen[bytes] | None = None
         self._offset = 0
         self._partial = b""
@@ -532,6 +588,7 @@ class Crasher:
     def spawn(self) -> subprocess.Popen[bytes]:
         assert self.current is None or self.current.poll() is not None
         self.stats.spawned += 1
+        self.last_save = None
         self._stderr = self.workdir / f"consumer-{self.stats.spawned}.stderr"
         with self._stderr.open("wb") as stderr:
             self.current = subprocess.Popen(
@@ -568,6 +625,8 @@ class Crasher:
                 self.in_handler.pop(event["batch"], None)
             elif kind == "start":
                 self.started.add(event["pid"])
+            elif kind == "save" and self.current is not None and event["pid"] == self.current.pid:
+                self.last_save = event["cp"]
 
     def wait_for(self, condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
         process = self.current
@@ -583,7 +642,7 @@ class Crasher:
                     f"{what}:\n{self.stderr_tail()}"
                 )
             if time.monotonic() > deadline:
-                raise Failure(f"timed out waiting for {what}:\n{self.stderr_tail()}")
+                raise TimedOut(f"timed out waiting for {what}:\n{self.stderr_tail()}")
             time.sleep(0.005)
 
     def kill(self) -> None:
@@ -642,12 +701,27 @@ class Crasher:
         self.wait_for(slow_batch_open, "a slow batch")
         self.stats.kills_mid_batch += 1
 
-    def finish(self, expected: Iterable[str], timeout: float = 60.0) -> None:
-        """Run a last process until every record in ``expected`` was handled, then stop it
-        with SIGTERM (a graceful stop) and wait for it to exit."""
-        wanted = set(expected)
+    def finish(self, truth: Truth, timeout: float = 60.0) -> None:
+        """Run a last process until it saved a checkpoint covering every record of
+        ``truth`` (or ``timeout``: the checks then tell what went wrong), then stop it with
+        SIGTERM (a graceful stop) and wait for it to exit.
+
+        Waiting for the checkpoint and not merely for every record to be handled matters:
+        records that a killed process handled come again, and a graceful stop leaves
+        batches not yet started to the next run."""
+        below = truth.descendants()
+        everything = {shard_id: len(seqs) for shard_id, seqs in truth.seqs.items()}
+        checked: list[JSON | None] = [None]
+
+        def all_committed() -> bool:
+            if self.last_save is checked[0]:
+                return False
+            checked[0] = self.last_save
+            return coverage(self.last_save, truth, below) == everything
+
         process = self.spawn()
-        self.wait_for(lambda: wanted <= self.handled, "every record to be handled", timeout)
+        with contextlib.suppress(TimedOut):
+            self.wait_for(all_committed, "a checkpoint covering every record", timeout)
         process.send_signal(signal.SIGTERM)
         try:
             returncode = process.wait(timeout=30.0)
@@ -662,6 +736,7 @@ class Crasher:
         assert self.stopped is not None
         with SQLiteCheckpointStore(self.store_path) as store:
             final = store.load_sync(self.stream_arn)
+        truth.dump(self.workdir / "truth.json")  # for a post-mortem
         processes, self.stats.torn_lines = parse_log(self.log_path.read_bytes())
         checker = LogChecker(truth, factor=factor, batch_size=batch_size, stats=self.stats)
         try:
@@ -672,7 +747,7 @@ class Crasher:
                 stored=None if final is None else final.to_json(),
             )
         except AssertionError as exc:
-            exc.add_note(f"crash test: {self.stats}; log: {self.log_path}")
+            exc.add_note(f"crash test: {self.stats}; log and truth in {self.workdir}")
             raise
         print(f"crash test: {self.stats}")
 
@@ -721,7 +796,7 @@ def test_sigkill_over_rollovers_and_splits(tmp_path: Path, factor: int) -> None:
             {shard.shard_id: shard.parent_shard_id for shard in sim.shards(include_trimmed=True)},
             ((c.shard_id, c.sequence_number, c.keys["pk"]) for c in sim.history),
         )
-        crasher.finish(truth.where)
+        crasher.finish(truth)
     stats.seconds = round(time.monotonic() - started, 1)
     assert truth.records == live.writes > 500
     assert live.rollovers >= 5, live
@@ -839,7 +914,7 @@ def test_sigkill_against_dynamodb_local(
         with TableWriter(source_table, keys=30, interval=0.02, seed=seed) as writer:
             crasher.crash(kills=6)
         truth = read_stream_with_botocore(ddb_local, source_table.stream_arn)
-        crasher.finish(truth.where)
+        crasher.finish(truth)
     stats.seconds = round(time.monotonic() - started, 1)
     assert truth.records == writer.changes > 100
     assert writer.deletes > 0

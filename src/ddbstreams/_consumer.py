@@ -617,12 +617,11 @@ class Consumer:
         records = [r for batch, _ in held for r in batch.records]
         last = held[-1][0]
         sequence_number = records[-1].sequence_number if records else None
-        parts = self._split(records)
-        segment = _Segment(sequence_number, last.ends_shard, max(1, len(parts)))
+        # An empty end-of-shard batch goes through a lane too, so it finishes the shard only
+        # once the lane has waited for the parent shard and run everything queued before it.
+        parts = self._split(records) or [(0, [])]
+        segment = _Segment(sequence_number, last.ends_shard, len(parts))
         work.segments.append(segment)
-        if not parts:
-            # Nothing to handle (an empty end-of-shard batch): done once all before it are.
-            self._complete(work, segment)
         for lane_index, part in parts:
             await work.lanes[lane_index].jobs.put(_Job(part, segment))
         if last.ends_shard:
