@@ -417,3 +417,39 @@ async def test_checkpoint_names_started_children_so_forgotten_parents_stay_consu
     ) as resumed:
         again = [record.keys["pk"] async for record in resumed]
     assert again == ["in-child"]
+
+
+async def test_checkpoint_names_a_shard_whose_pages_still_wait_in_the_buffer() -> None:
+    sim = StreamSimulator(partitions=1, seed=41)
+    for i in range(2):
+        sim.put_item({"pk": f"a-{i}"})
+    (a,) = sim.open_shard_ids()
+    c_started = asyncio.Event()
+    names: dict[str, str] = {}
+
+    def on_event(event: ddbstreams.ReaderEvent) -> None:
+        if isinstance(event, ddbstreams.ShardStarted) and event.shard_id == names.get("c"):
+            c_started.set()
+
+    async with ddbstreams.StreamReader(
+        sim.stream_arn, client=sim.client(), follow=True, options=FAST, on_event=on_event
+    ) as reader:
+        collector = Collector(reader)
+        await collector.run(limit=2)
+        for i in range(2, 5):
+            sim.put_item({"pk": f"a-{i}"})
+        (b,) = sim.roll_over(a)
+        for i in range(2):
+            sim.put_item({"pk": f"b-{i}"})
+        (names["c"],) = sim.roll_over(b)
+        sim.put_item({"pk": "c-0"})
+        # B is discovered during the read, fetched into the buffer and finished; C starts.
+        await asyncio.wait_for(c_started.wait(), 10)
+        checkpoint = reader.checkpoint()
+
+    assert checkpoint.pending.get(b) == ddbstreams.ShardStart("TRIM_HORIZON")
+    async with ddbstreams.StreamReader(
+        sim.stream_arn, client=sim.client(), start=checkpoint
+    ) as resumed:
+        rest = sorted([record.keys["pk"] async for record in resumed])
+    assert rest == ["a-2", "a-3", "a-4", "b-0", "b-1", "c-0"]

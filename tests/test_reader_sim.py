@@ -314,3 +314,8 @@ async def test_shard_batches_carry_sequence_numbers_and_end_markers() -> None:
     assert [(s, n) for s, n, _ in by_shard if s == child] == [(child, 1)]
     for batch in batches:
         assert batch.sequence_numbers == [r.sequence_number for r in batch.records]
+    # Each batch says where the checkpoint stood before it was handed out.
+    assert batches[0].position_before == ddbstreams.ShardStart("TRIM_HORIZON")
+    assert batches[1].position_before == ddbstreams.ShardStart(
+        "AFTER_SEQUENCE_NUMBER", batches[0].sequence_numbers[-1]
+    )

@@ -300,14 +300,12 @@ class _Segment:
     parts_left: int
 
 
-_Base = tuple[Literal["position"], str] | tuple[Literal["pending"], ShardStart] | None
-
-
 class _ShardWork:
     """A shard's batches in stream order and the position all of whose records are done.
 
-    ``base`` is the shard's checkpoint state before its oldest unfinished segment:
-    ``("position", seq)``, ``("pending", start)``, or ``None`` when the shard was not named.
+    ``base`` is the shard's checkpoint entry before its oldest unfinished segment (AFTER a
+    sequence number, or the start of a shard that has handed nothing), or ``None`` when the
+    checkpoint did not name the shard.
     """
 
     __slots__ = ("base", "finished", "lanes", "parent", "segments", "shard_id")
@@ -316,7 +314,7 @@ class _ShardWork:
         self.shard_id = shard_id
         self.parent = parent
         self.segments: deque[_Segment] = deque()
-        self.base: _Base = None
+        self.base: ShardStart | None = None
         self.finished = asyncio.Event()
         self.lanes: list[_Lane] = []
 
@@ -332,7 +330,7 @@ class _ShardWork:
             done = self.segments.popleft()
             moved = True
             if done.last_sequence_number is not None:
-                self.base = ("position", done.last_sequence_number)
+                self.base = ShardStart("AFTER_SEQUENCE_NUMBER", done.last_sequence_number)
             if done.ends_shard:
                 self.finished.set()
         return moved
@@ -459,10 +457,10 @@ class Consumer:
             base = work.base
             if base is None:
                 continue
-            if base[0] == "position":
-                positions[shard_id] = base[1]
+            if base.iterator_type == "AFTER_SEQUENCE_NUMBER" and base.sequence_number:
+                positions[shard_id] = base.sequence_number
             else:
-                pending[shard_id] = base[1]
+                pending[shard_id] = base
         return Checkpoint(handed.stream_arn, positions, frozenset(finished), pending)
 
     async def run(self) -> None:
@@ -556,10 +554,9 @@ class Consumer:
     async def _intake(self, reader: StreamReader[Record], group: asyncio.TaskGroup) -> None:
         options = self.options
         window = options.maximum_batching_window
-        gathering: dict[str, list[tuple[ShardBatch[Record], Checkpoint]]] = {}
+        gathering: dict[str, list[ShardBatch[Record]]] = {}
         deadlines: dict[str, float] = {}
         while True:
-            before = reader.checkpoint()
             timeout = None
             if deadlines:
                 timeout = max(0.0, min(deadlines.values()) - self._clock.monotonic())
@@ -574,18 +571,18 @@ class Consumer:
                 ended = batch is None
             if batch is not None:
                 held = gathering.setdefault(batch.shard_id, [])
-                held.append((batch, before))
+                held.append(batch)
                 if window > 0 and batch.shard_id not in deadlines:
                     deadlines[batch.shard_id] = self._clock.monotonic() + window
             now = self._clock.monotonic()
             for shard_id in list(gathering):
                 held = gathering[shard_id]
-                size = sum(len(b.records) for b, _ in held)
+                size = sum(len(b.records) for b in held)
                 due = (
                     window == 0
                     or ended
                     or size >= options.batch_size
-                    or held[-1][0].ends_shard
+                    or held[-1].ends_shard
                     or deadlines.get(shard_id, now) <= now
                 )
                 if due:
@@ -595,10 +592,8 @@ class Consumer:
             if ended:
                 return
 
-    async def _dispatch(
-        self, held: list[tuple[ShardBatch[Record], Checkpoint]], group: asyncio.TaskGroup
-    ) -> None:
-        first, before = held[0]
+    async def _dispatch(self, held: list[ShardBatch[Record]], group: asyncio.TaskGroup) -> None:
+        first = held[0]
         shard_id = first.shard_id
         work = self._shards.get(shard_id)
         if work is None:
@@ -613,9 +608,9 @@ class Consumer:
                 )
                 work.lanes.append(lane)
         if not work.busy:
-            work.base = _state_of(before, shard_id)
-        records = [r for batch, _ in held for r in batch.records]
-        last = held[-1][0]
+            work.base = first.position_before
+        records = [r for batch in held for r in batch.records]
+        last = held[-1]
         sequence_number = records[-1].sequence_number if records else None
         # An empty end-of-shard batch goes through a lane too, so it finishes the shard only
         # once the lane has waited for the parent shard and run everything queued before it.
@@ -787,14 +782,6 @@ class Consumer:
             return
         await self._store.save(checkpoint)
         self._saved = checkpoint
-
-
-def _state_of(checkpoint: Checkpoint, shard_id: str) -> _Base:
-    if shard_id in checkpoint.positions:
-        return ("position", checkpoint.positions[shard_id])
-    if shard_id in checkpoint.pending:
-        return ("pending", checkpoint.pending[shard_id])
-    return None
 
 
 def _key_of(record: Record) -> str:

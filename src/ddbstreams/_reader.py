@@ -102,6 +102,9 @@ class ShardBatch(Generic[T]):
     on the last batch of a shard that has ended; that batch may have no records (the
     shard's last page was empty), which is how a consumer learns the shard is finished.
     ``parent_shard_id`` is the shard's parent as listed (its records come first).
+    ``position_before`` is where :meth:`StreamReader.checkpoint` had the shard just before
+    this batch was handed out: AFTER the last record handed, the start of a shard that has
+    handed nothing yet, or ``None`` when the checkpoint did not name the shard.
     """
 
     shard_id: str
@@ -109,6 +112,7 @@ class ShardBatch(Generic[T]):
     sequence_numbers: list[str]
     ends_shard: bool
     parent_shard_id: str | None = None
+    position_before: ShardStart | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -464,6 +468,10 @@ class StreamReader(Generic[T]):
         self._remove_retry_listener: Callable[[], None] | None = None
         self._describe_slots: list[float] = []
         self._lag_origin: dict[str, float | None] = {}
+        # Where each started shard began, until the caller has had all of it: a shard whose
+        # pages still wait in the buffer must stay named in checkpoints, or a resume would
+        # take it for consumed once its children are named.
+        self._started: dict[str, ShardStart] = {}
         self._disabled = False
         self._ended = False
         self._stopped = False
@@ -606,17 +614,25 @@ class StreamReader(Generic[T]):
         tracker = self._tracker
         if tracker is not None:
             finished -= tracker.forgotten
-            # Name every shard still to be read, so that the finished ancestors left out
-            # above are known to be consumed (they have a named descendant).
-            for shard_id in tracker.running | tracker.waiting:
+            # Name every shard still to be read or handed out, so that the finished ancestors
+            # left out above are known to be consumed (they have a named descendant).
+            self._prune_started()
+            unhanded = dict(self._started)
+            unhanded.update((sid, tracker.start_of(sid)) for sid in tracker.waiting)
+            for shard_id, start in unhanded.items():
                 if shard_id not in positions and shard_id not in finished:
-                    pending.setdefault(shard_id, tracker.start_of(shard_id))
+                    pending.setdefault(shard_id, start)
         return Checkpoint(
             stream_arn=self._stream_arn,
             positions=positions,
             finished=frozenset(finished),
             pending=pending,
         )
+
+    def _prune_started(self) -> None:
+        delivered = self._delivery_state().finished
+        for shard_id in [sid for sid in self._started if sid in delivered]:
+            del self._started[shard_id]
 
     def lag(self) -> dict[str, float]:
         """Per running shard, seconds between now and the creation of the last record read.
@@ -692,6 +708,7 @@ class StreamReader(Generic[T]):
         page = delivery.current
         start = delivery.offset
         end = min(start + max_size, len(page.records))
+        before = self._position_of(page.shard_id)
         delivery._handed(page, end)
         return ShardBatch(
             page.shard_id,
@@ -699,7 +716,17 @@ class StreamReader(Generic[T]):
             page.sequence_numbers[start:end],
             page.ends_shard and end == len(page.records),
             page.parent_shard_id,
+            before,
         )
+
+    def _position_of(self, shard_id: str) -> ShardStart | None:
+        """The shard's entry in :meth:`checkpoint`, without building the whole checkpoint."""
+        delivery = self._delivery_state()
+        if shard_id in delivery.positions:
+            return ShardStart("AFTER_SEQUENCE_NUMBER", delivery.positions[shard_id])
+        if shard_id in delivery.pending:
+            return delivery.pending[shard_id]
+        return self._started.get(shard_id)
 
     async def _next_batch(self, max_size: int) -> list[T] | None:
         """Next non-empty batch, or None at the end of the read. Raises the read's error."""
@@ -769,6 +796,7 @@ class StreamReader(Generic[T]):
         free = self._options.max_concurrent_shards - len(tracker.running)
         for shard_id, start in tracker.ready()[: max(free, 0)]:
             tracker.start(shard_id)
+            self._started[shard_id] = start
             self._lag_origin[shard_id] = None
             self._events.publish(ShardStarted(shard_id, start))
             fetcher = _ShardFetcher(self, tracker.graph.shards[shard_id], start)
@@ -787,6 +815,7 @@ class StreamReader(Generic[T]):
                     )
             if self._follow:
                 tracker.forget_finished()
+                self._prune_started()
             return
         known = set(tracker.graph.shards) | tracker.forgotten | tracker.excluded
         new = tracker.add_shards(message.shards, complete=message.complete)
@@ -799,6 +828,7 @@ class StreamReader(Generic[T]):
             self._disabled = True
             self._events.publish(StreamDisabled(self.stream_arn))
         tracker.forget_finished()
+        self._prune_started()
 
     async def _describe(self) -> StreamDescription:
         """A full DescribeStream, spaced so the reader stays within ``describe_rate``."""
@@ -945,6 +975,7 @@ class _ShardFetcher(Generic[T]):
             RecordsTrimmed(self._shard.shard_id, self._last_sequence_number, shard_gone)
         )
         self._start = SHARD_TRIM_HORIZON
+        reader._started[self._shard.shard_id] = SHARD_TRIM_HORIZON
         self._last_sequence_number = None
 
     async def run(self) -> None:
@@ -1024,6 +1055,8 @@ class _ShardFetcher(Generic[T]):
                 if empty_pages >= options.catch_up_empty_pages:
                     return False
                 await reader._clock.sleep(options.empty_page_delay)
+        # The shard was trimmed away (skipped by policy): it ends, and the caller learns so.
+        await reader._buffer.put(_Page(shard_id, [], [], True, self._shard.parent_shard_id))
         return True
 
 
