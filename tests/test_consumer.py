@@ -24,6 +24,13 @@ FAST = ddbstreams.ReaderOptions(
 )
 
 
+def consumer_for(sim: StreamSimulator, handler: Any, **kwargs: Any) -> Consumer:
+    """A consumer of ``sim`` with a fresh memory store and fast polling."""
+    kwargs.setdefault("store", MemoryCheckpointStore())
+    kwargs.setdefault("options", fast_options())
+    return Consumer(sim.stream_arn, handler, client=sim.client(), reader_options=FAST, **kwargs)
+
+
 def fast_options(**fields: Any) -> ddbstreams.ConsumerOptions:
     return ddbstreams.ConsumerOptions(retry_delay=0.001, retry_max_delay=0.01, **fields)
 
@@ -121,12 +128,9 @@ async def test_failed_batch_is_retried_and_nothing_is_skipped() -> None:
             raise RuntimeError("downstream unavailable")
         handled.add(records)
 
-    consumer = Consumer(
-        sim.stream_arn,
+    consumer = consumer_for(
+        sim,
         flaky,
-        store=MemoryCheckpointStore(),
-        client=sim.client(),
-        reader_options=FAST,
         options=fast_options(batch_size=10),
     )
     await run_until(consumer, handled, lambda: len(handled.records) >= 30)
@@ -157,12 +161,9 @@ async def test_bisect_isolates_the_poison_record_and_sends_it_to_the_destination
         failed.append(batch)
         await destination(batch)
 
-    consumer = Consumer(
-        sim.stream_arn,
+    consumer = consumer_for(
+        sim,
         handler,
-        store=MemoryCheckpointStore(),
-        client=sim.client(),
-        reader_options=FAST,
         on_failure=on_failure,
         options=fast_options(batch_size=16, bisect_batch_on_error=True, maximum_retry_attempts=2),
     )
@@ -208,12 +209,9 @@ async def test_maximum_record_age_sends_old_records_to_the_destination() -> None
         failed.append(batch)
         handled.changed.set()
 
-    consumer = Consumer(
-        sim.stream_arn,
+    consumer = consumer_for(
+        sim,
         handled.add,
-        store=MemoryCheckpointStore(),
-        client=sim.client(),
-        reader_options=FAST,
         on_failure=on_failure,
         clock=TwoHoursLater(),
         options=fast_options(maximum_record_age=3600),
@@ -240,12 +238,9 @@ async def test_report_batch_item_failures_checkpoints_before_the_failed_record()
         handled.add(records)
         return {"batchItemFailures": []}
 
-    consumer = Consumer(
-        sim.stream_arn,
+    consumer = consumer_for(
+        sim,
         handler,
-        store=MemoryCheckpointStore(),
-        client=sim.client(),
-        reader_options=FAST,
         options=fast_options(batch_size=10, report_batch_item_failures=True),
     )
     await run_until(consumer, handled, lambda: len(handled.records) >= 10)
@@ -276,12 +271,9 @@ async def test_parallelization_never_runs_one_item_twice_at_once() -> None:
         in_flight.difference_update(keys)
         handled.add(records)
 
-    consumer = Consumer(
-        sim.stream_arn,
+    consumer = consumer_for(
+        sim,
         handler,
-        store=MemoryCheckpointStore(),
-        client=sim.client(),
-        reader_options=FAST,
         options=fast_options(batch_size=20, parallelization_factor=4),
     )
     await run_until(consumer, handled, lambda: len(handled.records) >= 300)
@@ -297,12 +289,9 @@ async def test_filters_skip_records_but_advance_the_checkpoint() -> None:
     for i in range(10):
         sim.put_item({"pk": f"item-{i}", "kind": "keep" if i % 3 == 0 else "drop"})
     handled = Handled()
-    consumer = Consumer(
-        sim.stream_arn,
+    consumer = consumer_for(
+        sim,
         handled.add,
-        store=MemoryCheckpointStore(),
-        client=sim.client(),
-        reader_options=FAST,
         filters=[{"dynamodb": {"NewImage": {"kind": {"S": ["keep"]}}}}],
         options=fast_options(),
     )
@@ -317,12 +306,9 @@ async def test_filters_skip_records_but_advance_the_checkpoint() -> None:
 async def test_batching_window_gathers_records_of_a_shard() -> None:
     sim = StreamSimulator(partitions=1, seed=8)
     handled = Handled()
-    consumer = Consumer(
-        sim.stream_arn,
+    consumer = consumer_for(
+        sim,
         handled.add,
-        store=MemoryCheckpointStore(),
-        client=sim.client(),
-        reader_options=FAST,
         options=fast_options(batch_size=50, maximum_batching_window=0.5),
     )
     async with asyncio.TaskGroup() as group:
@@ -391,12 +377,9 @@ async def test_lambda_handler_runs_unchanged() -> None:
         handled.add(ddbstreams.parse_lambda_event(event))
         return {"batchItemFailures": []}
 
-    consumer = Consumer(
-        sim.stream_arn,
+    consumer = consumer_for(
+        sim,
         ddbstreams.lambda_handler(lambda_function),
-        store=MemoryCheckpointStore(),
-        client=sim.client(),
-        reader_options=FAST,
         options=fast_options(report_batch_item_failures=True),
     )
     await run_until(consumer, handled, lambda: len(handled.records) >= 2)
@@ -465,12 +448,9 @@ async def test_a_shard_without_records_does_not_let_its_child_overtake_the_paren
         await asyncio.sleep(0.05)  # A's batches queue up in its lane meanwhile
         handled.add(records)
 
-    consumer = Consumer(
-        sim.stream_arn,
+    consumer = consumer_for(
+        sim,
         slow,
-        store=MemoryCheckpointStore(),
-        client=sim.client(),
-        reader_options=FAST,
         options=fast_options(batch_size=1),
     )
     await run_until(consumer, handled, lambda: len(handled.records) >= 6)
