@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import defaultdict
+from dataclasses import replace
 
 import pytest
 
 import ddbstreams
-from ddbstreams.testing import Faults, StreamSimulator, serve_simulator
+from ddbstreams.testing import Faults, SimulatedClock, StreamSimulator, serve_simulator
 
 # Fast polling so tests run in well under a second of idle time per shard.
 FAST = ddbstreams.ReaderOptions(
@@ -18,7 +19,7 @@ FAST = ddbstreams.ReaderOptions(
     describe_interval=0.5,
     describe_rate=50.0,
     child_discovery_timeout=2.0,
-    max_concurrent_shards=16,
+    max_concurrent_requests=16,
 )
 
 
@@ -338,6 +339,68 @@ async def test_stream_deleted_while_following_is_a_clear_error() -> None:
     assert len(got) == 1
 
 
+def shard_gone(shard_id: str) -> str:
+    """DynamoDB Local's message for a shard it does not know (after a restart, say)."""
+    return f"Requested resource not found: Shard does not exist: {shard_id}"
+
+
+@pytest.mark.parametrize("on_trimmed", ["skip", "raise"])
+async def test_stream_vanished_under_a_follow_reader_is_not_called_trimmed(
+    on_trimmed: ddbstreams.TrimmedPolicy,
+) -> None:
+    """An engine restart or a deleted table makes the shard unknown first: the reader asks
+    whether the stream itself is gone before blaming retention."""
+    sim = StreamSimulator(partitions=1, seed=29)
+    sim.put_item({"pk": "a"})
+    got = []
+    events: list[ddbstreams.ReaderEvent] = []
+
+    async def read() -> None:
+        async with ddbstreams.StreamReader(
+            sim.stream_arn,
+            client=sim.client(),
+            follow=True,
+            options=replace(FAST, on_trimmed=on_trimmed),
+            on_event=events.append,
+        ) as reader:
+            async for record in reader:
+                got.append(record)
+                # What DynamoDB Local answers once restarted: the shard is unknown.
+                sim.fail_next(
+                    "GetRecords",
+                    "ResourceNotFoundException",
+                    message=shard_gone(record.shard_id),
+                )
+                sim.delete_stream()
+
+    with pytest.raises(ddbstreams.StreamNotFoundError, match="stream not found"):
+        await read()
+    assert len(got) == 1
+    assert not [e for e in events if isinstance(e, ddbstreams.RecordsTrimmed)]
+
+
+async def test_an_unknown_shard_of_a_live_stream_is_read_on() -> None:
+    """A shard reported missing while its stream exists is asked for again, from where the
+    reader was: nothing lost, nothing repeated."""
+    sim = StreamSimulator(partitions=1, seed=30)
+    sim.put_item({"pk": "a", "n": 0})
+    reader = ddbstreams.StreamReader(sim.stream_arn, client=sim.client(), follow=True, options=FAST)
+    async with reader:
+        collector = Collector(reader)
+        task = asyncio.create_task(collector.run(limit=3))
+        await collector.wait_for(1)
+        shard_id = collector.records[0].shard_id
+        sim.fail_next(
+            "GetRecords",
+            "ResourceNotFoundException",
+            message=shard_gone(shard_id),
+        )
+        sim.put_item({"pk": "a", "n": 1})
+        sim.put_item({"pk": "a", "n": 2})
+        await asyncio.wait_for(task, 20)
+    assert [r.new_image["n"] for r in collector.records] == [0, 1, 2]
+
+
 async def test_faults_over_http_through_botocore() -> None:
     sim = StreamSimulator(
         partitions=2,
@@ -453,3 +516,40 @@ async def test_checkpoint_names_a_shard_whose_pages_still_wait_in_the_buffer() -
     ) as resumed:
         rest = sorted([record.keys["pk"] async for record in resumed])
     assert rest == ["a-2", "a-3", "a-4", "b-0", "b-1", "c-0"]
+
+
+def test_max_concurrent_shards_is_a_deprecated_name_for_max_concurrent_requests() -> None:
+    with pytest.warns(DeprecationWarning, match="max_concurrent_requests"):
+        options = ddbstreams.ReaderOptions(max_concurrent_shards=3)
+    assert options.max_concurrent_requests == 3
+    assert options.max_concurrent_shards is None
+    with pytest.raises(ddbstreams.ConfigurationError, match="max_concurrent_requests"):
+        ddbstreams.ReaderOptions(max_concurrent_requests=0)
+
+
+async def test_a_paused_shard_is_not_polled_while_the_others_go_on() -> None:
+    clock = SimulatedClock()
+    sim = StreamSimulator(clock=clock, partitions=3, seed=43)
+    paused_shard, *others = sim.open_shard_ids()
+    reader = ddbstreams.StreamReader(
+        sim.stream_arn, client=sim.client(), follow=True, clock=clock, options=FAST
+    )
+    async with reader:
+        collector = Collector(reader)
+        task = asyncio.create_task(collector.run())
+        await clock.sleep(1.0)
+        reader.pause(paused_shard)
+        assert reader.paused() == {paused_shard}
+        await clock.sleep(0.1)  # a poll in flight when pausing completes
+        polls = dict(sim.get_records_calls)
+        await clock.sleep(60.0)
+        assert sim.get_records_calls[paused_shard] == polls[paused_shard]
+        assert all(sim.get_records_calls[s] > polls[s] for s in others)
+        key = next(f"k{n}" for n in range(99) if sim.shard_for({"pk": f"k{n}"}) == paused_shard)
+        change = sim.put_item({"pk": key})
+        await clock.sleep(5.0)
+        assert not collector.records
+        reader.resume(paused_shard)
+        await collector.wait_for(1)
+        task.cancel()
+    assert [r.sequence_number for r in collector.records] == [change.sequence_number]

@@ -65,7 +65,7 @@ async def test_lineage_through_rollovers_and_splits(seed: int) -> None:
     churn(sim, items=40, rounds=25, seed=seed)
     assert len(sim.history) > 300
 
-    records = await read_all(sim, page_limit=7, max_concurrent_shards=4)
+    records = await read_all(sim, page_limit=7, max_concurrent_requests=4)
 
     assert_exactly_once_in_item_order(sim, records)
 
@@ -74,7 +74,7 @@ async def test_one_shard_at_a_time_still_reads_everything() -> None:
     sim = StreamSimulator(partitions=2, seed=5, empty_page_rate=0.2)
     churn(sim, items=10, rounds=10, seed=5)
 
-    records = await read_all(sim, max_concurrent_shards=1, buffer_pages=1)
+    records = await read_all(sim, max_concurrent_requests=1, buffer_pages=1)
 
     assert_exactly_once_in_item_order(sim, records)
 

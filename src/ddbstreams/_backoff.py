@@ -23,6 +23,7 @@ __all__ = [
     "backoff_cap",
     "backoff_delay",
     "classify",
+    "exponential_delay",
     "idle_poll_delay",
     "next_call_slot",
 ]
@@ -114,13 +115,18 @@ class RetryPolicy:
             raise ConfigurationError("RetryPolicy base_delay must not exceed max_delay")
 
 
-def backoff_cap(policy: RetryPolicy, attempt: int) -> float:
-    """Upper bound of the wait after failed attempt number ``attempt`` (1-based)."""
+def exponential_delay(base_delay: float, max_delay: float, attempt: int) -> float:
+    """``base_delay * 2 ** (attempt - 1)``, capped at ``max_delay``: the wait after the
+    ``attempt``-th consecutive failure (1-based). The schedule every retry loop uses."""
     if attempt < 1:
         raise ValueError(f"attempt must be >= 1, got {attempt}")
     # Bound the exponent so huge attempt numbers cannot overflow a float.
-    exponent = min(attempt - 1, 64)
-    return float(min(policy.max_delay, policy.base_delay * (2.0**exponent)))
+    return float(min(max_delay, base_delay * 2.0 ** min(attempt - 1, 64)))
+
+
+def backoff_cap(policy: RetryPolicy, attempt: int) -> float:
+    """Upper bound of the wait after failed attempt number ``attempt`` (1-based)."""
+    return exponential_delay(policy.base_delay, policy.max_delay, attempt)
 
 
 def backoff_delay(policy: RetryPolicy, attempt: int, random_fraction: float) -> float:
@@ -163,8 +169,7 @@ def idle_poll_delay(base_delay: float, max_delay: float, empty_pages: int) -> fl
     """
     if empty_pages <= 0:
         return 0.0
-    # min() before the power would overflow for huge counts; the cap is reached long before.
-    return min(max_delay, base_delay * 2.0 ** min(empty_pages - 1, 60))
+    return exponential_delay(base_delay, max_delay, empty_pages)
 
 
 def next_call_slot(previous_slots: list[float], now: float, rate: float, window: float) -> float:

@@ -5,10 +5,18 @@ Structure (after aiokafka's fetcher / coordinator split):
 * ``_ShardFetcher`` follows one shard: iterator acquisition, paging through empty pages,
   polling an open shard, iterator expiry, trimmed records, end of shard. It only produces
   pages into the shared buffer and reports to the coordinator.
-* ``StreamReader._coordinate`` owns the task group: it starts shard fetchers as lineage
-  allows (a child only once every planned parent has been read to its end), bounded by
-  ``max_concurrent_shards``; in follow mode it also discovers new shards (children at a
-  shard's end, and a periodic full DescribeStream) and forgets finished ones.
+* ``StreamReader._coordinate`` owns the task group: it starts a fetcher for every shard
+  as soon as lineage allows (a child only once every planned parent has been read to its
+  end); in follow mode it also discovers new shards (children at a shard's end, and a
+  periodic full DescribeStream) and forgets finished ones.
+
+Every shard that may be read has a fetcher, always: a bound on concurrency never decides
+*which* shards are followed. ``max_concurrent_requests`` bounds the requests in flight and
+the pages fetched but not yet in the buffer (a fetcher holds a request slot from its call
+until its page is in the buffer); waiters get slots first come, first served, so a busy
+shard cannot starve a quiet one. A caller that cannot take a shard's records for a while
+(a consumer whose handler keeps failing on that shard) pauses it (:meth:`StreamReader.pause`)
+and the other shards go on.
 * ``_Delivery`` is the state on the caller's side: the page being handed out and the
   checkpoint of exactly what was handed out so far.
 
@@ -21,14 +29,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import warnings
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any, Generic, Literal, Self, TypeVar, cast, overload
 
-from ddbstreams._backoff import idle_poll_delay, next_call_slot
+from ddbstreams._backoff import exponential_delay, idle_poll_delay, next_call_slot
 from ddbstreams._client import RetryNotice, StreamsClient
 from ddbstreams._clock import Clock, SystemClock
 from ddbstreams._decode import DefaultParser, RawParser
@@ -58,7 +68,7 @@ from ddbstreams._events import (
     Throttled,
 )
 from ddbstreams._lineage import LineageTracker, ShardGraph, plan_reads
-from ddbstreams._model import Record, Shard, StreamDescription
+from ddbstreams._model import Record, RecordsPage, Shard, StreamDescription
 from ddbstreams._parser import Parser
 from ddbstreams._position import (
     SHARD_TRIM_HORIZON,
@@ -69,13 +79,14 @@ from ddbstreams._position import (
     ShardStart,
     StartPosition,
 )
-from ddbstreams._tasks import first_error
+from ddbstreams._tasks import first_error, first_of
 
 __all__ = ["ReaderOptions", "ShardBatch", "StreamReader", "TrimmedPolicy"]
 
 log = logging.getLogger("ddbstreams")
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 TrimmedPolicy = Literal["skip", "raise"]
 
@@ -146,7 +157,12 @@ _Message = _ShardDone | _Discovered
 class ReaderOptions:
     """Tuning of a :class:`StreamReader` (all durations in seconds).
 
-    - ``max_concurrent_shards``: shards read at the same time.
+    - ``max_concurrent_requests``: GetRecords / GetShardIterator calls in flight at once
+      (and pages fetched but not yet in the buffer). It bounds load and memory, never which
+      shards are read: every shard that may be read has its own fetcher, and fetchers take
+      turns first come, first served. ``max_concurrent_shards`` is its deprecated former
+      name (it used to cap the shards read at once, which left every shard past that
+      number unread in follow mode).
     - ``buffer_pages``: pages waiting for the caller; when full, fetching pauses.
     - ``page_limit``: GetRecords Limit (1 to 1000; ``None``: the service's maximum).
     - ``catch_up_empty_pages``: in a single pass an open shard counts as caught up after
@@ -171,7 +187,7 @@ class ReaderOptions:
     - ``event_buffer``: events kept for :meth:`StreamReader.events` before the oldest drop.
     """
 
-    max_concurrent_shards: int = 8
+    max_concurrent_requests: int = 8
     buffer_pages: int = 8
     page_limit: int | None = None
     catch_up_empty_pages: int = 3
@@ -185,10 +201,20 @@ class ReaderOptions:
     on_trimmed: TrimmedPolicy = "skip"
     retry_max_delay: float = 30.0
     event_buffer: int = 1000
+    max_concurrent_shards: int | None = None
 
     def __post_init__(self) -> None:
-        if self.max_concurrent_shards < 1:
-            raise ConfigurationError("max_concurrent_shards must be at least 1")
+        if self.max_concurrent_shards is not None:
+            warnings.warn(
+                "max_concurrent_shards is deprecated: use max_concurrent_requests (it bounds "
+                "requests in flight; every shard is always read)",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+            object.__setattr__(self, "max_concurrent_requests", self.max_concurrent_shards)
+            object.__setattr__(self, "max_concurrent_shards", None)
+        if self.max_concurrent_requests < 1:
+            raise ConfigurationError("max_concurrent_requests must be at least 1")
         if self.buffer_pages < 1:
             raise ConfigurationError("buffer_pages must be at least 1")
         if self.page_limit is not None and not 1 <= self.page_limit <= 1000:
@@ -383,6 +409,7 @@ class StreamReader(Generic[T]):
         region_name: str | None = ...,
         client: StreamsClient | None = ...,
         parser: None = ...,
+        max_concurrent_requests: int | None = ...,
         max_concurrent_shards: int | None = ...,
         buffer_pages: int | None = ...,
         page_limit: int | None = ...,
@@ -403,6 +430,7 @@ class StreamReader(Generic[T]):
         region_name: str | None = ...,
         client: StreamsClient | None = ...,
         parser: Parser[T],
+        max_concurrent_requests: int | None = ...,
         max_concurrent_shards: int | None = ...,
         buffer_pages: int | None = ...,
         page_limit: int | None = ...,
@@ -422,6 +450,7 @@ class StreamReader(Generic[T]):
         region_name: str | None = None,
         client: StreamsClient | None = None,
         parser: Parser[Any] | None = None,
+        max_concurrent_requests: int | None = None,
         max_concurrent_shards: int | None = None,
         buffer_pages: int | None = None,
         page_limit: int | None = None,
@@ -437,6 +466,7 @@ class StreamReader(Generic[T]):
         overrides: dict[str, Any] = {
             name: value
             for name, value in (
+                ("max_concurrent_requests", max_concurrent_requests),
                 ("max_concurrent_shards", max_concurrent_shards),
                 ("buffer_pages", buffer_pages),
                 ("page_limit", page_limit),
@@ -462,6 +492,14 @@ class StreamReader(Generic[T]):
             self._options.buffer_pages
         )
         self._control: asyncio.Queue[_Message] = asyncio.Queue()
+        self._request_slots = asyncio.Semaphore(self._options.max_concurrent_requests)
+        # Full listings on demand (follow mode): requested by child discovery, made by the
+        # periodic describe task, shared by every task waiting for one.
+        self._listing_wanted = asyncio.Event()
+        self._listing: asyncio.Future[StreamDescription] | None = None
+        self._discovering: set[str] = set()
+        # Paused shards, each with the event that resumes it.
+        self._paused: dict[str, asyncio.Event] = {}
         self._coordinator: asyncio.Task[None] | None = None
         self._tracker: LineageTracker | None = None
         self._delivery: _Delivery[T] | None = None
@@ -634,6 +672,26 @@ class StreamReader(Generic[T]):
         for shard_id in [sid for sid in self._started if sid in delivered]:
             del self._started[shard_id]
 
+    def pause(self, shard_id: str) -> None:
+        """Stop fetching ``shard_id`` until :meth:`resume`; the other shards go on.
+
+        For a caller that cannot take this shard's records for a while (a consumer whose
+        handler keeps failing on one shard). A request in flight completes and its page
+        still reaches the buffer; then the shard's fetcher waits. Pausing a shard that is not
+        being read yet takes effect when it starts. Idempotent.
+        """
+        self._paused.setdefault(shard_id, asyncio.Event())
+
+    def resume(self, shard_id: str) -> None:
+        """Let a paused shard's fetcher go on (see :meth:`pause`). Idempotent."""
+        resumed = self._paused.pop(shard_id, None)
+        if resumed is not None:
+            resumed.set()
+
+    def paused(self) -> frozenset[str]:
+        """The shards paused now."""
+        return frozenset(self._paused)
+
     def lag(self) -> dict[str, float]:
         """Per running shard, seconds between now and the creation of the last record read.
 
@@ -776,6 +834,10 @@ class StreamReader(Generic[T]):
                     )
                 while True:
                     self._start_ready(tracker, group)
+                    if self._follow:
+                        # Parents whose children have all started are covered by them now.
+                        tracker.forget_finished()
+                        self._prune_started()
                     if tracker.is_done() and (not self._follow or self._disabled):
                         break
                     if not tracker.running and not self._follow:
@@ -793,8 +855,9 @@ class StreamReader(Generic[T]):
         await self._buffer.put(_EndOfPass(error))
 
     def _start_ready(self, tracker: LineageTracker, group: asyncio.TaskGroup) -> None:
-        free = self._options.max_concurrent_shards - len(tracker.running)
-        for shard_id, start in tracker.ready()[: max(free, 0)]:
+        # Every ready shard gets its fetcher now: request slots, not shard slots, bound the
+        # work, so no open shard waits for another one to close.
+        for shard_id, start in tracker.ready():
             tracker.start(shard_id)
             self._started[shard_id] = start
             self._lag_origin[shard_id] = None
@@ -830,20 +893,35 @@ class StreamReader(Generic[T]):
         tracker.forget_finished()
         self._prune_started()
 
-    async def _describe(self) -> StreamDescription:
-        """A full DescribeStream, spaced so the reader stays within ``describe_rate``."""
-        client = self._client
-        assert client is not None
+    async def _paced(self, call: Callable[[], Awaitable[R]]) -> R:
+        """Run a DescribeStream ``call`` once the reader is within ``describe_rate``.
+
+        Every DescribeStream of the reader (full listings and child queries alike) goes
+        through here: the service allows 10 calls per second per stream.
+        """
         now = self._clock.monotonic()
         slot = next_call_slot(self._describe_slots, now, self._options.describe_rate, 1.0)
         self._describe_slots = [t for t in self._describe_slots if t > now - 1.0] + [slot]
         if slot > now:
             await self._clock.sleep(slot - now)
-        return await client.describe_stream(self.stream_arn)
+        return await call()
+
+    async def _describe(self) -> StreamDescription:
+        """A full DescribeStream, within ``describe_rate``."""
+        client = self._client
+        assert client is not None
+        arn = self.stream_arn
+        return await self._paced(lambda: client.describe_stream(arn))
 
     async def _describe_periodically(self) -> None:
+        """Owns full listings in follow mode: every ``describe_interval``, and at once when
+        :meth:`_next_listing` asks; one listing answers every task waiting for it."""
         while True:
-            await self._clock.sleep(self._options.describe_interval)
+            await first_of(
+                self._clock.sleep(self._options.describe_interval), self._listing_wanted.wait()
+            )
+            self._listing_wanted.clear()
+            waiting, self._listing = self._listing, None
             description = await self._retry_transient(self._describe, None)
             self._control.put_nowait(
                 _Discovered(
@@ -852,45 +930,79 @@ class StreamReader(Generic[T]):
                     disabled=description.stream_status in ("DISABLING", "DISABLED"),
                 )
             )
+            if waiting is not None:
+                waiting.set_result(description)
+
+    async def _next_listing(self) -> StreamDescription:
+        """The next full listing (made by :meth:`_describe_periodically`, shared)."""
+        if self._listing is None:
+            self._listing = asyncio.get_running_loop().create_future()
+            self._listing_wanted.set()
+        return await asyncio.shield(self._listing)
 
     async def _discover_children(self, shard_id: str) -> None:
-        """Find a finished shard's children, asking again while they are not yet visible."""
+        """Find a finished shard's children, asking again while they are not yet visible.
+
+        One shard ending asks for its children alone (DescribeStream with a CHILD_SHARDS
+        filter); when many end together (a stream-wide rollover), one shared full listing
+        finds them all in a few pages instead of one call per shard.
+        """
         client = self._client
         assert client is not None
+        arn = self.stream_arn
         deadline = self._clock.monotonic() + self._options.child_discovery_timeout
-        delay = 0.1
-        while True:
-            children = await self._retry_transient(
-                lambda: client.child_shards(self.stream_arn, shard_id), shard_id
-            )
-            if children:
-                self._control.put_nowait(_Discovered(children, complete=False, disabled=False))
-                return
-            # No children yet: either they are not visible yet, or the stream was disabled
-            # (a closed shard without children). A full listing tells which.
-            description = await self._retry_transient(self._describe, shard_id)
-            disabled = description.stream_status in ("DISABLING", "DISABLED")
-            self._control.put_nowait(
-                _Discovered(description.shards, complete=True, disabled=disabled)
-            )
-            if disabled or self._clock.monotonic() >= deadline:
-                return
-            await self._clock.sleep(delay)
-            delay = min(delay * 2, 5.0)
+        self._discovering.add(shard_id)
+        try:
+            attempt = 0
+            while not self._children_known(shard_id):
+                attempt += 1
+                if len(self._discovering) <= 1 + len(self._tracker_graph()) // 100:
+                    children = await self._retry_transient(
+                        lambda: self._paced(lambda: client.child_shards(arn, shard_id)),
+                        shard_id,
+                    )
+                    if children:
+                        self._control.put_nowait(
+                            _Discovered(children, complete=False, disabled=False)
+                        )
+                        return
+                # No children yet: either they are not visible yet, or the stream was
+                # disabled (a closed shard without children). A full listing tells which.
+                description = await self._next_listing()
+                if description.stream_status in ("DISABLING", "DISABLED"):
+                    return
+                if self._children_known(shard_id, description.shards):
+                    return
+                if self._clock.monotonic() >= deadline:
+                    return  # left to the periodic listing
+                await self._clock.sleep(exponential_delay(0.1, 5.0, attempt))
+        finally:
+            self._discovering.discard(shard_id)
 
-    async def _retry_transient(self, call: Callable[[], Any], shard_id: str | None) -> Any:
+    def _tracker_graph(self) -> ShardGraph:
+        tracker = self._tracker
+        assert tracker is not None
+        return tracker.graph
+
+    def _children_known(self, shard_id: str, listed: Iterable[Shard] = ()) -> bool:
+        shards = itertools.chain(self._tracker_graph().shards.values(), listed)
+        return any(shard.parent_shard_id == shard_id for shard in shards)
+
+    async def _retry_transient(self, call: Callable[[], Awaitable[R]], shard_id: str | None) -> R:
         """Run ``call``; in follow mode, keep retrying the errors a long-running reader
         outlives (after the client's own retries were spent), reporting each one."""
-        delay = 1.0
+        attempt = 0
         while True:
             try:
                 return await call()
             except _TRANSIENT as exc:
                 if not self._follow:
                     raise
+                attempt += 1
                 self._events.publish(ReaderError(exc, shard_id, retrying=True))
-                await self._clock.sleep(delay)
-                delay = min(delay * 2, self._options.retry_max_delay)
+                await self._clock.sleep(
+                    exponential_delay(1.0, self._options.retry_max_delay, attempt)
+                )
 
     def _on_retry(self, notice: RetryNotice) -> None:
         if notice.stream_arn is not None and notice.stream_arn != self._stream_arn:
@@ -905,6 +1017,21 @@ class StreamReader(Generic[T]):
                     notice.operation, notice.shard_id, notice.code, notice.attempt, notice.delay
                 )
             )
+
+    async def _until_resumed(self, shard_id: str) -> None:
+        resumed = self._paused.get(shard_id)
+        if resumed is not None:
+            await resumed.wait()
+
+    async def _check_stream_exists(self) -> None:
+        """Raise StreamNotFoundError if the stream itself is gone (table deleted, engine
+        restarted): a shard that vanished with its stream was not trimmed."""
+        client = self._client
+        assert client is not None
+        arn = self.stream_arn
+        await self._retry_transient(
+            lambda: self._paced(lambda: client.describe_stream_page(arn, limit=1)), None
+        )
 
     def _caught_up(self, last_creation_time: float | None) -> bool:
         return (
@@ -944,20 +1071,20 @@ class _ShardFetcher(Generic[T]):
         client = reader._client
         assert client is not None
         shard_id = self._shard.shard_id
+
+        async def get_iterator() -> str:
+            async with reader._request_slots:
+                return await client.get_shard_iterator(reader.stream_arn, shard_id, self._position)
+
         while True:
             try:
-                return cast(
-                    str,
-                    await reader._retry_transient(
-                        lambda: client.get_shard_iterator(
-                            reader.stream_arn, shard_id, self._position
-                        ),
-                        shard_id,
-                    ),
-                )
+                return cast(str, await reader._retry_transient(get_iterator, shard_id))
             except TrimmedDataError:
                 self._trimmed(shard_gone=False)
             except ShardNotFoundError:
+                # A shard is missing either because retention trimmed it or because the
+                # whole stream is gone; only the first is a trimming matter.
+                await reader._check_stream_exists()
                 if reader._options.on_trimmed == "raise":
                     raise
                 self._trimmed(shard_gone=True)
@@ -986,64 +1113,54 @@ class _ShardFetcher(Generic[T]):
     async def _fetch(self) -> bool:
         """Read pages until the shard ends (True) or a single pass has caught up (False)."""
         reader = self._reader
-        client = reader._client
-        assert client is not None
         options = reader._options
-        shard_id = self._shard.shard_id
         follow = reader._follow
         # Open in the listing and without children: a single pass reads it only up to "now".
         open_shard = self._shard.is_open
         iterator = await self._acquire()
         empty_pages = 0
+        failures = 0  # consecutive transient failures of GetRecords
         while iterator is not None:
+            await reader._until_resumed(self._shard.shard_id)
             try:
-                page = await client.get_records(
-                    iterator, shard_id=shard_id, parser=reader._parser, limit=options.page_limit
-                )
+                # The slot is held until the page is in the buffer, so the pages held
+                # outside the buffer are bounded by the slots too.
+                async with reader._request_slots:
+                    page = await self._get_page(iterator)
             except ExpiredIteratorError:
-                reader._events.publish(IteratorRefreshed(shard_id, self._last_sequence_number))
+                reader._events.publish(
+                    IteratorRefreshed(self._shard.shard_id, self._last_sequence_number)
+                )
                 iterator = await self._acquire()
                 continue
             except TrimmedDataError:
                 self._trimmed(shard_gone=False)
                 iterator = await self._acquire()
                 continue
+            except ShardNotFoundError:
+                await reader._check_stream_exists()
+                iterator = await self._acquire()
+                continue
             except _TRANSIENT as exc:
                 if not follow:
                     raise
-                reader._events.publish(ReaderError(exc, shard_id, retrying=True))
-                await reader._clock.sleep(min(options.retry_max_delay, 1.0 + empty_pages))
+                failures += 1
+                reader._events.publish(ReaderError(exc, self._shard.shard_id, retrying=True))
+                await reader._clock.sleep(exponential_delay(1.0, options.retry_max_delay, failures))
                 # The iterator may have expired meanwhile; the next call says so if it has.
                 continue
-            ends_shard = page.next_shard_iterator is None
-            if page.records or ends_shard:
-                sequence_numbers = page.sequence_numbers
-                if sequence_numbers is None:
-                    sequence_numbers = [
-                        cast(Record, record).sequence_number for record in page.records
-                    ]
-                await reader._buffer.put(
-                    _Page(
-                        shard_id,
-                        page.records,
-                        sequence_numbers,
-                        ends_shard,
-                        self._shard.parent_shard_id,
-                    )
-                )
-                if sequence_numbers:
-                    self._last_sequence_number = sequence_numbers[-1]
+            failures = 0
             if page.next_shard_iterator is None:
-                reader._lag_origin.pop(shard_id, None)
+                reader._lag_origin.pop(self._shard.shard_id, None)
                 return True
             iterator = page.next_shard_iterator
             if page.records:
-                reader._lag_origin[shard_id] = page.last_creation_time
+                reader._lag_origin[self._shard.shard_id] = page.last_creation_time
                 empty_pages = 0
                 if not follow and open_shard and reader._caught_up(page.last_creation_time):
                     return False
                 continue
-            reader._lag_origin[shard_id] = None
+            reader._lag_origin[self._shard.shard_id] = None
             empty_pages += 1
             if follow:
                 await reader._clock.sleep(
@@ -1056,8 +1173,37 @@ class _ShardFetcher(Generic[T]):
                     return False
                 await reader._clock.sleep(options.empty_page_delay)
         # The shard was trimmed away (skipped by policy): it ends, and the caller learns so.
-        await reader._buffer.put(_Page(shard_id, [], [], True, self._shard.parent_shard_id))
+        await reader._buffer.put(
+            _Page(self._shard.shard_id, [], [], True, self._shard.parent_shard_id)
+        )
         return True
+
+    async def _get_page(self, iterator: str) -> RecordsPage[T]:
+        """One GetRecords call; a page with records, or the shard's last page, goes into
+        the buffer before this returns."""
+        reader = self._reader
+        client = reader._client
+        assert client is not None
+        shard_id = self._shard.shard_id
+        page = await client.get_records(
+            iterator, shard_id=shard_id, parser=reader._parser, limit=reader._options.page_limit
+        )
+        if page.records or page.next_shard_iterator is None:
+            sequence_numbers = page.sequence_numbers
+            if sequence_numbers is None:
+                sequence_numbers = [cast(Record, record).sequence_number for record in page.records]
+            await reader._buffer.put(
+                _Page(
+                    shard_id,
+                    page.records,
+                    sequence_numbers,
+                    page.next_shard_iterator is None,
+                    self._shard.parent_shard_id,
+                )
+            )
+            if sequence_numbers:
+                self._last_sequence_number = sequence_numbers[-1]
+        return page
 
 
 _PROBE_PAGES = 5
