@@ -64,16 +64,16 @@ class LoggingStore(SQLiteCheckpointStore):
         super().__init__(path)
         self.log = log
 
-    async def load(self, stream_arn: str) -> Checkpoint | None:
-        loaded = await super().load(stream_arn)
+    async def load(self, stream_arn: str, *, name: str) -> Checkpoint | None:
+        loaded = await super().load(stream_arn, name=name)
         self.log.write(
             [{"ev": "start", "loaded": None if loaded is None else loaded.to_json()}], sync=True
         )
         return loaded
 
-    async def save(self, checkpoint: Checkpoint) -> None:
+    async def save(self, checkpoint: Checkpoint, *, name: str) -> None:
         self.log.write([{"ev": "save", "cp": checkpoint.to_json()}])
-        await super().save(checkpoint)
+        await super().save(checkpoint, name=name)
         self.log.write([{"ev": "saved"}])
 
 

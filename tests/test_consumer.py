@@ -109,7 +109,7 @@ async def test_batches_come_from_one_shard_in_order_and_are_checkpointed() -> No
         assert 1 <= len(batch) <= 25
         assert len({r.shard_id for r in batch}) == 1
     assert_item_order(handled.records)
-    saved = await store.load(sim.stream_arn)
+    saved = await store.load(sim.stream_arn, name="default")
     assert saved == consumer.checkpoint()
     # Resuming from the stored checkpoint hands nothing again.
     async with ddbstreams.StreamReader(sim.stream_arn, client=sim.client(), start=saved) as rest:

@@ -735,7 +735,7 @@ class Crasher:
         """Check the whole log (module docstring); print the counts."""
         assert self.stopped is not None
         with SQLiteCheckpointStore(self.store_path) as store:
-            final = store.load_sync(self.stream_arn)
+            final = store.load_sync(self.stream_arn, name="default")
         truth.dump(self.workdir / "truth.json")  # for a post-mortem
         processes, self.stats.torn_lines = parse_log(self.log_path.read_bytes())
         checker = LogChecker(truth, factor=factor, batch_size=batch_size, stats=self.stats)

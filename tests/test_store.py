@@ -87,21 +87,22 @@ StoreFactory = Callable[..., Any]
 
 @pytest.fixture(params=["memory", "sqlite"])
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
-    """``make_store(name=...)``: a new store instance over the same data each call, as a
-    second process would open it."""
+    """``make_store()``: a new store instance over the same data each call, as a second
+    process would open it."""
     first: list[MemoryCheckpointStore] = []
     path = tmp_path / "checkpoints.db"
 
-    def make(name: str = "default", clock: Any = None) -> Any:
+    def make(clock: Any = None) -> Any:
         if request.param == "memory":
-            store = MemoryCheckpointStore(
-                name, shared_with=first[0] if first else None, clock=clock
-            )
+            store = MemoryCheckpointStore(shared_with=first[0] if first else None, clock=clock)
             first.append(store)
             return store
-        return SQLiteCheckpointStore(path, name=name, clock=clock)
+        return SQLiteCheckpointStore(path, clock=clock)
 
     return make
+
+
+NAME = "app"
 
 
 async def test_stores_implement_the_protocol(tmp_path: Path) -> None:
@@ -111,55 +112,90 @@ async def test_stores_implement_the_protocol(tmp_path: Path) -> None:
             assert isinstance(store, CheckpointStore)
 
 
+async def test_store_constructors_refuse_a_name(tmp_path: Path) -> None:
+    client = StreamsClient(transport=FakeStateTable())
+    for make in (
+        lambda: MemoryCheckpointStore(name="app"),  # type: ignore[arg-type]
+        lambda: SQLiteCheckpointStore(tmp_path / "x", name="app"),  # type: ignore[arg-type]
+        lambda: DynamoDBCheckpointStore("checkpoints", client=client, name="app"),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(ConfigurationError, match="takes no name") as info:
+            make()
+        assert "Consumer(name=...)" in str(info.value)
+        assert "tail --name" in str(info.value)
+
+
+async def test_calls_need_a_name(make_store: StoreFactory) -> None:
+    store = make_store()
+    with pytest.raises(TypeError, match="name"):
+        await store.load(ARN)
+    with pytest.raises(TypeError, match="name"):
+        await store.save(checkpoint())
+    with pytest.raises(TypeError, match="name"):
+        await store.clear(ARN)
+    with pytest.raises(TypeError):
+        await store.load(ARN, NAME)  # keyword-only
+    for bad in ("", None, 5):
+        with pytest.raises(ConfigurationError, match="consumer name"):
+            await store.load(ARN, name=bad)
+        with pytest.raises(ConfigurationError, match="consumer name"):
+            await store.save(checkpoint(), name=bad)
+        with pytest.raises(ConfigurationError, match="consumer name"):
+            await store.clear(ARN, name=bad)
+    assert store.list_sync() == []
+
+
 async def test_round_trip(make_store: StoreFactory) -> None:
     store = make_store()
     original = checkpoint()
-    await store.save(original)
-    loaded = await store.load(ARN)
+    await store.save(original, name=NAME)
+    loaded = await store.load(ARN, name=NAME)
     assert loaded == original
     assert loaded is not original
     assert loaded.pending["shardId-00000001700000000004-ffffffff"] == ShardStart(
         "AT_SEQUENCE_NUMBER", SEQ
     )
     # A fresh instance (another process) sees the same.
-    assert await make_store().load(ARN) == original
+    assert await make_store().load(ARN, name=NAME) == original
     await store.close()
 
 
 async def test_empty_checkpoint_round_trip(make_store: StoreFactory) -> None:
     store = make_store()
-    await store.save(Checkpoint(ARN))
-    assert await make_store().load(ARN) == Checkpoint(ARN)
+    await store.save(Checkpoint(ARN), name=NAME)
+    assert await make_store().load(ARN, name=NAME) == Checkpoint(ARN)
 
 
 async def test_load_of_missing_is_none(make_store: StoreFactory) -> None:
     store = make_store()
-    assert await store.load(ARN) is None
-    await store.save(checkpoint(ARN))
-    assert await store.load(ARN2) is None
-    assert await make_store("other").load(ARN) is None
+    assert await store.load(ARN, name=NAME) is None
+    await store.save(checkpoint(ARN), name=NAME)
+    assert await store.load(ARN2, name=NAME) is None
+    assert await store.load(ARN, name="other") is None
+    assert await make_store().load(ARN, name="other") is None
 
 
 async def test_later_save_replaces_and_bumps_version(make_store: StoreFactory) -> None:
     store = make_store()
     for n in range(1, 4):
-        await store.save(checkpoint(ARN, n))
-    assert await make_store().load(ARN) == checkpoint(ARN, 3)
+        await store.save(checkpoint(ARN, n), name=NAME)
+    assert await make_store().load(ARN, name=NAME) == checkpoint(ARN, 3)
     [row] = store.list_sync()
     assert row.version == 3
 
 
 async def test_names_and_streams_are_separate(make_store: StoreFactory) -> None:
-    app1, app2 = make_store("app1"), make_store("app2")
-    await app1.save(checkpoint(ARN, 1))
-    await app1.save(checkpoint(ARN2, 2))
-    await app2.save(checkpoint(ARN, 3))
-    await app2.save(checkpoint(ARN2, 4))
-    assert await make_store("app1").load(ARN) == checkpoint(ARN, 1)
-    assert await make_store("app1").load(ARN2) == checkpoint(ARN2, 2)
-    assert await make_store("app2").load(ARN) == checkpoint(ARN, 3)
-    assert await make_store("app2").load(ARN2) == checkpoint(ARN2, 4)
-    rows = app1.list_sync()
+    store = make_store()
+    await store.save(checkpoint(ARN, 1), name="app1")
+    await store.save(checkpoint(ARN2, 2), name="app1")
+    await store.save(checkpoint(ARN, 3), name="app2")
+    await store.save(checkpoint(ARN2, 4), name="app2")
+    fresh = make_store()
+    assert await fresh.load(ARN, name="app1") == checkpoint(ARN, 1)
+    assert await fresh.load(ARN2, name="app1") == checkpoint(ARN2, 2)
+    assert await fresh.load(ARN, name="app2") == checkpoint(ARN, 3)
+    assert await fresh.load(ARN2, name="app2") == checkpoint(ARN2, 4)
+    rows = store.list_sync()
     assert [(r.name, r.stream_arn) for r in rows] == [
         ("app1", ARN),
         ("app1", ARN2),
@@ -171,113 +207,128 @@ async def test_names_and_streams_are_separate(make_store: StoreFactory) -> None:
 
 
 async def test_clear(make_store: StoreFactory) -> None:
-    store, other = make_store(), make_store("other")
-    await store.save(checkpoint(ARN))
-    await store.save(checkpoint(ARN2))
-    await other.save(checkpoint(ARN))
-    await store.clear(ARN)
-    assert await store.load(ARN) is None
-    assert await make_store().load(ARN) is None
-    assert await store.load(ARN2) == checkpoint(ARN2)
-    assert await make_store("other").load(ARN) == checkpoint(ARN)
-    await store.clear(ARN)  # clearing nothing is fine
-    await store.save(checkpoint(ARN, 7))
-    assert await make_store().load(ARN) == checkpoint(ARN, 7)
+    store = make_store()
+    await store.save(checkpoint(ARN), name=NAME)
+    await store.save(checkpoint(ARN2), name=NAME)
+    await store.save(checkpoint(ARN), name="other")
+    await store.clear(ARN, name=NAME)
+    assert await store.load(ARN, name=NAME) is None
+    assert await make_store().load(ARN, name=NAME) is None
+    assert await store.load(ARN2, name=NAME) == checkpoint(ARN2)
+    assert await make_store().load(ARN, name="other") == checkpoint(ARN)
+    await store.clear(ARN, name=NAME)  # clearing nothing is fine
+    await store.save(checkpoint(ARN, 7), name=NAME)
+    assert await make_store().load(ARN, name=NAME) == checkpoint(ARN, 7)
 
 
 async def test_stale_writer_is_refused(make_store: StoreFactory) -> None:
     a, b = make_store(), make_store()
-    await a.save(checkpoint(ARN, 1))
+    await a.save(checkpoint(ARN, 1), name=NAME)
     # b never loaded: it must not overwrite what a stored.
     with pytest.raises(CheckpointError, match=r"updated by another process \(version 1\)"):
-        await b.save(checkpoint(ARN, 99))
-    assert await make_store().load(ARN) == checkpoint(ARN, 1)
+        await b.save(checkpoint(ARN, 99), name=NAME)
+    assert await make_store().load(ARN, name=NAME) == checkpoint(ARN, 1)
 
-    assert await b.load(ARN) == checkpoint(ARN, 1)
-    await b.save(checkpoint(ARN, 2))
+    assert await b.load(ARN, name=NAME) == checkpoint(ARN, 1)
+    await b.save(checkpoint(ARN, 2), name=NAME)
     # Now a is the stale one.
     with pytest.raises(CheckpointError, match="reload it") as info:
-        await a.save(checkpoint(ARN, 3))
+        await a.save(checkpoint(ARN, 3), name=NAME)
     assert ARN in str(info.value)
-    assert "'default'" in str(info.value)
-    assert await make_store().load(ARN) == checkpoint(ARN, 2)
-    assert await a.load(ARN) == checkpoint(ARN, 2)
-    await a.save(checkpoint(ARN, 3))
+    assert f"{NAME!r}" in str(info.value)
+    assert await make_store().load(ARN, name=NAME) == checkpoint(ARN, 2)
+    assert await a.load(ARN, name=NAME) == checkpoint(ARN, 2)
+    await a.save(checkpoint(ARN, 3), name=NAME)
     assert a.list_sync()[0].version == 3
 
 
 async def test_conflict_is_per_name_and_stream(make_store: StoreFactory) -> None:
-    a, b = make_store("a"), make_store("b")
-    await a.save(checkpoint(ARN, 1))
-    await b.save(checkpoint(ARN, 2))  # another name: no conflict
-    await make_store("a").save(checkpoint(ARN2, 3))  # another stream: no conflict
-    await a.save(checkpoint(ARN, 4))
+    a, b = make_store(), make_store()
+    await a.save(checkpoint(ARN, 1), name="a")
+    await b.save(checkpoint(ARN, 2), name="b")  # another name: no conflict
+    await make_store().save(checkpoint(ARN2, 3), name="a")  # another stream: no conflict
+    await a.save(checkpoint(ARN, 4), name="a")
+    # b knows nothing of name "a" (it never loaded it): it cannot overwrite it...
+    with pytest.raises(CheckpointError, match=r"under 'a'.*\(version 2\)"):
+        await b.save(checkpoint(ARN, 5), name="a")
+    # ...while its own name's version is in step; versions are kept per name and stream.
+    await b.save(checkpoint(ARN, 6), name="b")
+    assert await b.load(ARN, name="a") == checkpoint(ARN, 4)
+    await b.save(checkpoint(ARN, 7), name="a")
+    with pytest.raises(CheckpointError, match=r"under 'a'.*\(version 3\)"):
+        await a.save(checkpoint(ARN, 8), name="a")
+    assert await a.load(ARN2, name="a") == checkpoint(ARN2, 3)
+    await a.save(checkpoint(ARN2, 9), name="a")
+    versions = {(r.name, r.stream_arn): r.version for r in a.list_sync()}
+    assert versions == {("a", ARN): 3, ("a", ARN2): 2, ("b", ARN): 2}
 
 
 async def test_save_after_another_process_cleared(make_store: StoreFactory) -> None:
     a, b = make_store(), make_store()
-    await a.save(checkpoint(ARN, 1))
-    assert await b.load(ARN) is not None
-    await b.clear(ARN)
+    await a.save(checkpoint(ARN, 1), name=NAME)
+    assert await b.load(ARN, name=NAME) is not None
+    await b.clear(ARN, name=NAME)
     # Nothing newer is stored, so a may write; versions keep rising.
-    await a.save(checkpoint(ARN, 2))
+    await a.save(checkpoint(ARN, 2), name=NAME)
     assert a.list_sync()[0].version == 2
     # b knows the stream as cleared; a's save is newer than that.
     with pytest.raises(CheckpointError, match="version 2"):
-        await b.save(checkpoint(ARN, 3))
+        await b.save(checkpoint(ARN, 3), name=NAME)
 
 
 async def test_concurrent_saves_from_tasks(make_store: StoreFactory) -> None:
     store = make_store()
-    await asyncio.gather(*(store.save(checkpoint(ARN, n)) for n in range(1, 21)))
+    await asyncio.gather(*(store.save(checkpoint(ARN, n), name=NAME) for n in range(1, 21)))
     # Saves run in call order, so the last call is what stays.
-    assert await make_store().load(ARN) == checkpoint(ARN, 20)
+    assert await make_store().load(ARN, name=NAME) == checkpoint(ARN, 20)
     assert store.list_sync()[0].version == 20
 
 
-async def test_concurrent_load_save_clear_of_many_streams(make_store: StoreFactory) -> None:
+async def test_concurrent_load_save_clear_of_many_streams_and_names(
+    make_store: StoreFactory,
+) -> None:
     store = make_store()
     arns = [ARN.replace("Orders", f"T{i:03d}") for i in range(10)]
+    names = ["billing", "search"]
 
-    async def work(arn: str) -> None:
+    async def work(arn: str, name: str) -> None:
         for n in range(1, 4):
-            await store.save(checkpoint(arn, n))
-            assert await store.load(arn) == checkpoint(arn, n)
-        await store.clear(arn)
-        await store.save(checkpoint(arn, 9))
+            await store.save(checkpoint(arn, n), name=name)
+            assert await store.load(arn, name=name) == checkpoint(arn, n)
+        await store.clear(arn, name=name)
+        await store.save(checkpoint(arn, 9 + len(name)), name=name)
 
-    await asyncio.gather(*(work(arn) for arn in arns))
+    await asyncio.gather(*(work(arn, name) for arn in arns for name in names))
     fresh = make_store()
     for arn in arns:
-        assert await fresh.load(arn) == checkpoint(arn, 9)
+        for name in names:
+            assert await fresh.load(arn, name=name) == checkpoint(arn, 9 + len(name))
 
 
 async def test_updated_at_comes_from_the_clock(make_store: StoreFactory) -> None:
     store = make_store(clock=FixedClock(1234.5))
-    await store.save(checkpoint())
+    await store.save(checkpoint(), name=NAME)
     assert store.list_sync()[0].updated_at == 1234.5
 
 
 async def test_invalid_checkpoint_is_refused(make_store: StoreFactory) -> None:
     store = make_store()
     with pytest.raises(CheckpointError, match="refusing to store an invalid checkpoint"):
-        await store.save(Checkpoint(ARN, {"shardId-1": "not-a-number"}))
-    assert await store.load(ARN) is None
+        await store.save(Checkpoint(ARN, {"shardId-1": "not-a-number"}), name=NAME)
+    assert await store.load(ARN, name=NAME) is None
     with pytest.raises(TypeError):
-        await store.save({"stream_arn": ARN})
+        await store.save({"stream_arn": ARN}, name=NAME)
     with pytest.raises(ConfigurationError):
-        await store.load("")
-    with pytest.raises(ConfigurationError):
-        make_store("")
+        await store.load("", name=NAME)
 
 
 async def test_memory_stores_are_independent_unless_shared() -> None:
     a, b = MemoryCheckpointStore(), MemoryCheckpointStore()
-    await a.save(checkpoint())
-    assert await b.load(ARN) is None
+    await a.save(checkpoint(), name=NAME)
+    assert await b.load(ARN, name=NAME) is None
     await a.close()
     with pytest.raises(RuntimeError, match="closed"):
-        await a.load(ARN)
+        await a.load(ARN, name=NAME)
 
 
 # --------------------------------------------------------------------------- SQLite only
@@ -285,8 +336,8 @@ async def test_memory_stores_are_independent_unless_shared() -> None:
 
 async def test_sqlite_file_layout(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "dir" / "cp.db"
-    async with SQLiteCheckpointStore(path, name="app") as store:
-        await store.save(checkpoint())
+    async with SQLiteCheckpointStore(path) as store:
+        await store.save(checkpoint(), name=NAME)
     conn = sqlite3.connect(path)
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -297,38 +348,38 @@ async def test_sqlite_file_layout(tmp_path: Path) -> None:
     finally:
         conn.close()
     [(name, arn, version, text, updated_at)] = rows
-    assert (name, arn, version) == ("app", ARN, 1)
+    assert (name, arn, version) == (NAME, ARN, 1)
     assert orjson.loads(text) == checkpoint().to_json()
     assert isinstance(updated_at, float)
 
 
 def test_sqlite_sync_helpers(tmp_path: Path) -> None:
     path = tmp_path / "cp.db"
-    with SQLiteCheckpointStore(path, name="cli") as store:
+    with SQLiteCheckpointStore(path) as store:
         # Reading a missing file neither fails nor creates it.
-        assert store.load_sync(ARN) is None
+        assert store.load_sync(ARN, name=NAME) is None
         assert store.list_sync() == []
-        store.clear_sync(ARN)
+        store.clear_sync(ARN, name=NAME)
         assert not path.exists()
-        store.save_sync(checkpoint(ARN, 1))
-        store.save_sync(checkpoint(ARN, 2))
-        assert store.load_sync(ARN) == checkpoint(ARN, 2)
+        store.save_sync(checkpoint(ARN, 1), name=NAME)
+        store.save_sync(checkpoint(ARN, 2), name=NAME)
+        assert store.load_sync(ARN, name=NAME) == checkpoint(ARN, 2)
         [row] = store.list_sync()
-        assert (row.name, row.stream_arn, row.version) == ("cli", ARN, 2)
-        store.clear_sync(ARN)
-        assert store.load_sync(ARN) is None
+        assert (row.name, row.stream_arn, row.version) == (NAME, ARN, 2)
+        store.clear_sync(ARN, name=NAME)
+        assert store.load_sync(ARN, name=NAME) is None
         assert store.list_sync() == []
     with pytest.raises(RuntimeError, match="closed"):
-        store.load_sync(ARN)
+        store.load_sync(ARN, name=NAME)
 
 
 async def test_sqlite_async_and_sync_share_versions(tmp_path: Path) -> None:
     path = tmp_path / "cp.db"
     store = SQLiteCheckpointStore(path)
-    await store.save(checkpoint(ARN, 1))
-    store.save_sync(checkpoint(ARN, 2))
-    await store.save(checkpoint(ARN, 3))
-    assert store.load_sync(ARN) == checkpoint(ARN, 3)
+    await store.save(checkpoint(ARN, 1), name=NAME)
+    store.save_sync(checkpoint(ARN, 2), name=NAME)
+    await store.save(checkpoint(ARN, 3), name=NAME)
+    assert store.load_sync(ARN, name=NAME) == checkpoint(ARN, 3)
     await store.close()
     await store.close()  # idempotent
 
@@ -339,10 +390,10 @@ async def test_sqlite_random_bytes_file(tmp_path: Path) -> None:
     path.write_bytes(garbage)
     store = SQLiteCheckpointStore(path)
     with pytest.raises(CheckpointError, match="not a SQLite database") as info:
-        await store.load(ARN)
+        await store.load(ARN, name=NAME)
     assert str(path) in str(info.value)
     with pytest.raises(CheckpointError, match="not a SQLite database"):
-        await store.save(checkpoint())
+        await store.save(checkpoint(), name=NAME)
     with pytest.raises(CheckpointError, match="not a SQLite database"):
         store.list_sync()
     assert path.read_bytes() == garbage  # never "repaired" by overwriting
@@ -356,7 +407,7 @@ async def test_sqlite_foreign_database_is_refused(tmp_path: Path) -> None:
     conn.close()
     store = SQLiteCheckpointStore(path)
     with pytest.raises(CheckpointError, match="not a ddbstreams checkpoint file") as info:
-        await store.save(checkpoint())
+        await store.save(checkpoint(), name=NAME)
     assert str(path) in str(info.value)
     assert "users" in str(info.value)
     conn = sqlite3.connect(path)
@@ -391,10 +442,10 @@ def _tamper(path: Path, *statements: str) -> None:
 )
 async def test_sqlite_wrong_schema(tmp_path: Path, statements: list[str], message: str) -> None:
     path = tmp_path / "cp.db"
-    SQLiteCheckpointStore(path).save_sync(checkpoint())
+    SQLiteCheckpointStore(path).save_sync(checkpoint(), name=NAME)
     _tamper(path, *statements)
     with pytest.raises(CheckpointError, match=message) as info:
-        await SQLiteCheckpointStore(path).load(ARN)
+        await SQLiteCheckpointStore(path).load(ARN, name=NAME)
     assert str(path) in str(info.value)
 
 
@@ -412,14 +463,14 @@ async def test_sqlite_wrong_schema(tmp_path: Path, statements: list[str], messag
 )
 async def test_sqlite_corrupt_row(tmp_path: Path, value: str, message: str) -> None:
     path = tmp_path / "cp.db"
-    SQLiteCheckpointStore(path, name="app").save_sync(checkpoint())
+    SQLiteCheckpointStore(path).save_sync(checkpoint(), name=NAME)
     conn = sqlite3.connect(path)
     conn.execute("UPDATE checkpoints SET checkpoint = ?", (value,))
     conn.commit()
     conn.close()
-    store = SQLiteCheckpointStore(path, name="app")
+    store = SQLiteCheckpointStore(path)
     with pytest.raises(CheckpointError, match=message) as info:
-        await store.load(ARN)
+        await store.load(ARN, name=NAME)
     text = str(info.value)
     assert str(path) in text
     assert "'app'" in text
@@ -428,34 +479,36 @@ async def test_sqlite_corrupt_row(tmp_path: Path, value: str, message: str) -> N
         store.list_sync()
     # A corrupt row is not silently replaced: the store never learnt its version.
     with pytest.raises(CheckpointError, match="updated by another process"):
-        await store.save(checkpoint())
+        await store.save(checkpoint(), name=NAME)
 
 
 async def test_sqlite_corrupt_version(tmp_path: Path) -> None:
     path = tmp_path / "cp.db"
-    SQLiteCheckpointStore(path).save_sync(checkpoint())
+    SQLiteCheckpointStore(path).save_sync(checkpoint(), name=NAME)
     _tamper(path, "UPDATE checkpoints SET version = 'x'")
     with pytest.raises(CheckpointError, match="bad version 'x'"):
-        await SQLiteCheckpointStore(path).load(ARN)
+        await SQLiteCheckpointStore(path).load(ARN, name=NAME)
 
 
 async def test_sqlite_directory_path(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="is a directory"):
-        await SQLiteCheckpointStore(tmp_path).save(checkpoint())
+        await SQLiteCheckpointStore(tmp_path).save(checkpoint(), name=NAME)
 
 
 async def test_sqlite_cancelled_save_does_not_break_the_next(tmp_path: Path) -> None:
     store = SQLiteCheckpointStore(tmp_path / "cp.db")
-    await store.save(checkpoint(ARN, 1))
+    await store.save(checkpoint(ARN, 1), name=NAME)
     for n in range(2, 12):
-        task = asyncio.create_task(store.save(checkpoint(ARN, n)))
+        task = asyncio.create_task(store.save(checkpoint(ARN, n), name=NAME))
         await asyncio.sleep(0)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         # Whether or not the cancelled write landed, this store's view stays in step.
-        await store.save(checkpoint(ARN, 100 + n))
-        assert await SQLiteCheckpointStore(tmp_path / "cp.db").load(ARN) == checkpoint(ARN, 100 + n)
+        await store.save(checkpoint(ARN, 100 + n), name=NAME)
+        assert await SQLiteCheckpointStore(tmp_path / "cp.db").load(ARN, name=NAME) == checkpoint(
+            ARN, 100 + n
+        )
     await store.close()
 
 
@@ -463,15 +516,17 @@ async def test_sqlite_second_process_conflict_is_atomic(tmp_path: Path) -> None:
     """Two stores racing on one file: exactly one of each conflicting pair wins."""
     path = tmp_path / "cp.db"
     a, b = SQLiteCheckpointStore(path), SQLiteCheckpointStore(path)
-    await a.save(checkpoint(ARN, 1))
-    assert await b.load(ARN) is not None
+    await a.save(checkpoint(ARN, 1), name=NAME)
+    assert await b.load(ARN, name=NAME) is not None
     results = await asyncio.gather(
-        a.save(checkpoint(ARN, 2)), b.save(checkpoint(ARN, 3)), return_exceptions=True
+        a.save(checkpoint(ARN, 2), name=NAME),
+        b.save(checkpoint(ARN, 3), name=NAME),
+        return_exceptions=True,
     )
     errors = [r for r in results if isinstance(r, CheckpointError)]
     assert len(errors) == 1
     winner = 2 if results[0] is None else 3
-    assert await SQLiteCheckpointStore(path).load(ARN) == checkpoint(ARN, winner)
+    assert await SQLiteCheckpointStore(path).load(ARN, name=NAME) == checkpoint(ARN, winner)
     await a.close()
     await b.close()
 
@@ -483,10 +538,10 @@ _CHILD = textwrap.dedent(
     from ddbstreams._store import SQLiteCheckpointStore
 
     async def main():
-        store = SQLiteCheckpointStore(sys.argv[1], name="durable")
-        await store.load(sys.argv[2])
+        store = SQLiteCheckpointStore(sys.argv[1])
+        await store.load(sys.argv[2], name="durable")
         for n in range(1, 6):
-            await store.save(Checkpoint(sys.argv[2], {"shardId-1": str(1000 + n)}))
+            await store.save(Checkpoint(sys.argv[2], {"shardId-1": str(1000 + n)}), name="durable")
         # No close, no exit handlers: the process dies the moment save() returns.
         os.kill(os.getpid(), signal.SIGKILL)
 
@@ -504,8 +559,8 @@ def test_sqlite_save_survives_sigkill(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
-    store = SQLiteCheckpointStore(path, name="durable")
-    assert store.load_sync(ARN) == Checkpoint(ARN, {"shardId-1": "1005"})
+    store = SQLiteCheckpointStore(path)
+    assert store.load_sync(ARN, name="durable") == Checkpoint(ARN, {"shardId-1": "1005"})
     assert store.list_sync()[0].version == 5
     store.close_sync()
 
@@ -654,8 +709,8 @@ async def client(fake: FakeStateTable, clock: FixedClock) -> AsyncIterator[Strea
         yield streams
 
 
-def dynamo(client: StreamsClient, name: str = "default", **kwargs: Any) -> DynamoDBCheckpointStore:
-    return DynamoDBCheckpointStore(TABLE, name=name, client=client, **kwargs)
+def dynamo(client: StreamsClient, **kwargs: Any) -> DynamoDBCheckpointStore:
+    return DynamoDBCheckpointStore(TABLE, client=client, **kwargs)
 
 
 async def test_dynamodb_creates_the_table_and_waits(
@@ -663,13 +718,13 @@ async def test_dynamodb_creates_the_table_and_waits(
 ) -> None:
     fake.creating_polls = 2
     store = dynamo(client, clock=clock)
-    assert await store.load(ARN) is None
+    assert await store.load(ARN, name=NAME) is None
     assert fake.calls[:2] == ["DescribeTable", "CreateTable"]
     assert fake.tables[TABLE]["TableStatus"] == "ACTIVE"
     assert fake.tables[TABLE]["KeySchema"] == CHECKPOINT_KEYS
     assert clock.sleeps == [1.0, 1.0]
-    await store.save(checkpoint())
-    assert await dynamo(client).load(ARN) == checkpoint()
+    await store.save(checkpoint(), name=NAME)
+    assert await dynamo(client).load(ARN, name=NAME) == checkpoint()
     # The table is checked once per store.
     assert fake.calls.count("DescribeTable") == 4 + 1
 
@@ -685,30 +740,30 @@ async def test_dynamodb_table_created_concurrently(
     )
     fake.add_table(TABLE, CHECKPOINT_KEYS)
     store = dynamo(client)
-    await store.save(checkpoint())
-    assert await store.load(ARN) == checkpoint()
+    await store.save(checkpoint(), name=NAME)
+    assert await store.load(ARN, name=NAME) == checkpoint()
 
 
 async def test_dynamodb_missing_table_without_create(client: StreamsClient) -> None:
     store = dynamo(client, create_table=False)
     with pytest.raises(TableNotFoundError, match="create_table=True"):
-        await store.load(ARN)
+        await store.load(ARN, name=NAME)
 
 
 async def test_dynamodb_wrong_key_schema(fake: FakeStateTable, client: StreamsClient) -> None:
     fake.add_table(TABLE, [{"AttributeName": "pk", "KeyType": "HASH"}])
     with pytest.raises(CheckpointError, match=r"not a ddbstreams checkpoint table.*pk HASH S"):
-        await dynamo(client).load(ARN)
+        await dynamo(client).load(ARN, name=NAME)
 
 
 async def test_dynamodb_table_being_deleted(fake: FakeStateTable, client: StreamsClient) -> None:
     fake.add_table(TABLE, CHECKPOINT_KEYS, status="DELETING")
     with pytest.raises(CheckpointError, match="is DELETING"):
-        await dynamo(client).save(checkpoint())
+        await dynamo(client).save(checkpoint(), name=NAME)
 
 
 async def test_dynamodb_item_layout(fake: FakeStateTable, client: StreamsClient) -> None:
-    await dynamo(client, "app").save(checkpoint())
+    await dynamo(client).save(checkpoint(), name=NAME)
     [(key, item)] = fake.items[TABLE].items()
     assert key == ("app", ARN)
     assert item["version"] == {"N": "1"}
@@ -718,62 +773,67 @@ async def test_dynamodb_item_layout(fake: FakeStateTable, client: StreamsClient)
 
 async def test_dynamodb_versions_and_conflicts(client: StreamsClient) -> None:
     a, b = dynamo(client), dynamo(client)
-    await a.save(checkpoint(ARN, 1))
+    await a.save(checkpoint(ARN, 1), name=NAME)
     with pytest.raises(CheckpointError, match=r"updated by another process \(version 1\)"):
-        await b.save(checkpoint(ARN, 2))
-    assert await b.load(ARN) == checkpoint(ARN, 1)
-    await b.save(checkpoint(ARN, 2))
+        await b.save(checkpoint(ARN, 2), name=NAME)
+    assert await b.load(ARN, name=NAME) == checkpoint(ARN, 1)
+    await b.save(checkpoint(ARN, 2), name=NAME)
     with pytest.raises(CheckpointError, match=r"version 2.*reload it"):
-        await a.save(checkpoint(ARN, 3))
-    await a.load(ARN)
-    await a.save(checkpoint(ARN, 3))
-    await dynamo(client, "other").save(checkpoint(ARN, 9))
-    assert await dynamo(client).load(ARN) == checkpoint(ARN, 3)
-    assert await dynamo(client, "other").load(ARN) == checkpoint(ARN, 9)
+        await a.save(checkpoint(ARN, 3), name=NAME)
+    await a.load(ARN, name=NAME)
+    await a.save(checkpoint(ARN, 3), name=NAME)
+    await dynamo(client).save(checkpoint(ARN, 9), name="other")
+    assert await dynamo(client).load(ARN, name=NAME) == checkpoint(ARN, 3)
+    assert await dynamo(client).load(ARN, name="other") == checkpoint(ARN, 9)
+    # Versions are per name: b never saw "other", yet saves its own name's checkpoint.
+    await b.load(ARN, name=NAME)
+    await b.save(checkpoint(ARN, 4), name=NAME)
+    with pytest.raises(CheckpointError, match=r"under 'other'.*\(version 1\)"):
+        await b.save(checkpoint(ARN, 10), name="other")
 
 
 async def test_dynamodb_clear(fake: FakeStateTable, client: StreamsClient) -> None:
     store = dynamo(client)
-    await store.save(checkpoint(ARN))
-    await store.save(checkpoint(ARN2))
-    await store.clear(ARN)
-    assert await dynamo(client).load(ARN) is None
-    assert await dynamo(client).load(ARN2) == checkpoint(ARN2)
-    await store.save(checkpoint(ARN, 5))
-    assert fake.items[TABLE][("default", ARN)]["version"] == {"N": "1"}
+    await store.save(checkpoint(ARN), name=NAME)
+    await store.save(checkpoint(ARN2), name=NAME)
+    await store.clear(ARN, name=NAME)
+    assert await dynamo(client).load(ARN, name=NAME) is None
+    assert await dynamo(client).load(ARN2, name=NAME) == checkpoint(ARN2)
+    await store.save(checkpoint(ARN, 5), name=NAME)
+    assert fake.items[TABLE][(NAME, ARN)]["version"] == {"N": "1"}
 
 
 async def test_dynamodb_lost_response_is_not_a_conflict(
     fake: FakeStateTable, client: StreamsClient
 ) -> None:
     store = dynamo(client)
-    await store.save(checkpoint(ARN, 1))
+    await store.save(checkpoint(ARN, 1), name=NAME)
     # The write lands, the answer is lost; the client's retry then fails the condition.
     fake.fail("PutItem", "after", TransportError("Timeout", "read timeout"))
-    await store.save(checkpoint(ARN, 2))
+    await store.save(checkpoint(ARN, 2), name=NAME)
     assert fake.calls.count("PutItem") == 3
-    assert fake.items[TABLE][("default", ARN)]["version"] == {"N": "2"}
-    await store.save(checkpoint(ARN, 3))
-    assert await dynamo(client).load(ARN) == checkpoint(ARN, 3)
+    assert fake.items[TABLE][(NAME, ARN)]["version"] == {"N": "2"}
+    await store.save(checkpoint(ARN, 3), name=NAME)
+    assert await dynamo(client).load(ARN, name=NAME) == checkpoint(ARN, 3)
 
 
 async def test_dynamodb_cancelled_save_that_landed(
     fake: FakeStateTable, client: StreamsClient
 ) -> None:
     store = dynamo(client)
-    await store.save(checkpoint(ARN, 1))
+    await store.save(checkpoint(ARN, 1), name=NAME)
     fake.block_puts = asyncio.Event()
-    task = asyncio.create_task(store.save(checkpoint(ARN, 2)))
+    task = asyncio.create_task(store.save(checkpoint(ARN, 2), name=NAME))
     await fake.put_landed.wait()
-    assert fake.items[TABLE][("default", ARN)]["version"] == {"N": "2"}
+    assert fake.items[TABLE][(NAME, ARN)]["version"] == {"N": "2"}
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     fake.block_puts = None
     # The cancelled write landed; the store did not hear of it, yet the next save works.
-    await store.save(checkpoint(ARN, 3))
-    assert fake.items[TABLE][("default", ARN)]["version"] == {"N": "3"}
-    assert await dynamo(client).load(ARN) == checkpoint(ARN, 3)
+    await store.save(checkpoint(ARN, 3), name=NAME)
+    assert fake.items[TABLE][(NAME, ARN)]["version"] == {"N": "3"}
+    assert await dynamo(client).load(ARN, name=NAME) == checkpoint(ARN, 3)
 
 
 async def test_dynamodb_throttled_put_is_retried(
@@ -783,9 +843,9 @@ async def test_dynamodb_throttled_put_is_retried(
     throttled = TransportError("ThrottlingException", "slow down", 400)
     fake.fail("PutItem", "before", throttled)
     fake.fail("PutItem", "before", throttled)
-    await store.save(checkpoint())
+    await store.save(checkpoint(), name=NAME)
     assert fake.calls.count("PutItem") == 3
-    assert await store.load(ARN) == checkpoint()
+    assert await store.load(ARN, name=NAME) == checkpoint()
 
 
 async def test_dynamodb_throttling_exhausted(fake: FakeStateTable, clock: FixedClock) -> None:
@@ -795,11 +855,11 @@ async def test_dynamodb_throttling_exhausted(fake: FakeStateTable, clock: FixedC
         transport=fake, clock=clock, retry=RetryPolicy(max_attempts=2)
     ) as streams:
         store = dynamo(streams)
-        await store.load(ARN)
+        await store.load(ARN, name=NAME)
         for _ in range(2):
             fake.fail("PutItem", "before", TransportError("ThrottlingException", "slow", 400))
         with pytest.raises(ThrottledError, match=TABLE):
-            await store.save(checkpoint())
+            await store.save(checkpoint(), name=NAME)
 
 
 @pytest.mark.parametrize(
@@ -818,25 +878,25 @@ async def test_dynamodb_corrupt_item(
     value: dict[str, str] | None,
     message: str,
 ) -> None:
-    await dynamo(client, "app").save(checkpoint())
+    await dynamo(client).save(checkpoint(), name=NAME)
     item = fake.items[TABLE][("app", ARN)]
     if value is None:
         del item[attribute]
     else:
         item[attribute] = value
     with pytest.raises(CheckpointError, match=message) as info:
-        await dynamo(client, "app").load(ARN)
+        await dynamo(client).load(ARN, name=NAME)
     assert TABLE in str(info.value)
     assert "'app'" in str(info.value)
 
 
 async def test_dynamodb_misfiled_checkpoint(fake: FakeStateTable, client: StreamsClient) -> None:
-    await dynamo(client).save(checkpoint(ARN))
-    fake.items[TABLE][("default", ARN)]["checkpoint"] = {
+    await dynamo(client).save(checkpoint(ARN), name=NAME)
+    fake.items[TABLE][(NAME, ARN)]["checkpoint"] = {
         "S": orjson.dumps(checkpoint(ARN2).to_json()).decode()
     }
     with pytest.raises(CheckpointError, match=f"names stream {ARN2}"):
-        await dynamo(client).load(ARN)
+        await dynamo(client).load(ARN, name=NAME)
 
 
 async def test_dynamodb_store_arguments(client: StreamsClient) -> None:
@@ -847,9 +907,9 @@ async def test_dynamodb_store_arguments(client: StreamsClient) -> None:
     store = dynamo(client)
     await store.close()
     with pytest.raises(RuntimeError, match="closed"):
-        await store.load(ARN)
+        await store.load(ARN, name=NAME)
     # A given client is left open.
-    assert await dynamo(client).load(ARN) is None
+    assert await dynamo(client).load(ARN, name=NAME) is None
 
 
 async def test_dynamodb_owned_client_is_closed() -> None:

@@ -51,10 +51,15 @@ def table_name(ddb_local: DynamoDBLocal) -> Iterator[str]:
     ddb_local.delete_table(name)
 
 
+NAME = "app"
+
+
 @pytest.fixture
 def make_store(client: StreamsClient, table_name: str) -> Callable[..., DynamoDBCheckpointStore]:
-    def make(name: str = "default", **kwargs: Any) -> DynamoDBCheckpointStore:
-        return DynamoDBCheckpointStore(table_name, name=name, client=client, **kwargs)
+    """A new store over the state table each call, as another process would open it."""
+
+    def make(**kwargs: Any) -> DynamoDBCheckpointStore:
+        return DynamoDBCheckpointStore(table_name, client=client, **kwargs)
 
     return make
 
@@ -63,7 +68,7 @@ async def test_table_is_created_on_demand(
     ddb_local: DynamoDBLocal, make_store: Callable[..., DynamoDBCheckpointStore], table_name: str
 ) -> None:
     store = make_store()
-    assert await store.load(ARN) is None
+    assert await store.load(ARN, name=NAME) is None
     table = ddb_local.dynamodb_client().describe_table(TableName=table_name)["Table"]
     assert table["TableStatus"] == "ACTIVE"
     assert table["KeySchema"] == [
@@ -72,17 +77,17 @@ async def test_table_is_created_on_demand(
     ]
     assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
     # A second store finds the table and uses it as is.
-    await make_store().save(checkpoint())
-    assert await store.load(ARN) == checkpoint()
+    await make_store().save(checkpoint(), name=NAME)
+    assert await store.load(ARN, name=NAME) == checkpoint()
 
 
 async def test_round_trip_and_item_layout(
     ddb_local: DynamoDBLocal, make_store: Callable[..., DynamoDBCheckpointStore], table_name: str
 ) -> None:
-    store = make_store("app")
-    await store.save(checkpoint(ARN, 1))
-    await store.save(checkpoint(ARN, 2))
-    assert await make_store("app").load(ARN) == checkpoint(ARN, 2)
+    store = make_store()
+    await store.save(checkpoint(ARN, 1), name=NAME)
+    await store.save(checkpoint(ARN, 2), name=NAME)
+    assert await make_store().load(ARN, name=NAME) == checkpoint(ARN, 2)
     item = ddb_local.dynamodb_client().get_item(
         TableName=table_name,
         Key={"name": {"S": "app"}, "stream_arn": {"S": ARN}},
@@ -97,48 +102,54 @@ async def test_conditional_write_conflict(
     make_store: Callable[..., DynamoDBCheckpointStore],
 ) -> None:
     a, b = make_store(), make_store()
-    await a.save(checkpoint(ARN, 1))
+    await a.save(checkpoint(ARN, 1), name=NAME)
     with pytest.raises(CheckpointError, match=r"updated by another process \(version 1\)"):
-        await b.save(checkpoint(ARN, 2))
-    assert await b.load(ARN) == checkpoint(ARN, 1)
-    await b.save(checkpoint(ARN, 2))
+        await b.save(checkpoint(ARN, 2), name=NAME)
+    assert await b.load(ARN, name=NAME) == checkpoint(ARN, 1)
+    await b.save(checkpoint(ARN, 2), name=NAME)
     with pytest.raises(CheckpointError, match=r"version 2\); reload it"):
-        await a.save(checkpoint(ARN, 3))
-    assert await make_store().load(ARN) == checkpoint(ARN, 2)
-    assert await a.load(ARN) == checkpoint(ARN, 2)
-    await a.save(checkpoint(ARN, 3))
-    assert await make_store().load(ARN) == checkpoint(ARN, 3)
+        await a.save(checkpoint(ARN, 3), name=NAME)
+    assert await make_store().load(ARN, name=NAME) == checkpoint(ARN, 2)
+    assert await a.load(ARN, name=NAME) == checkpoint(ARN, 2)
+    await a.save(checkpoint(ARN, 3), name=NAME)
+    assert await make_store().load(ARN, name=NAME) == checkpoint(ARN, 3)
 
 
 async def test_clear(make_store: Callable[..., DynamoDBCheckpointStore]) -> None:
     store = make_store()
-    await store.save(checkpoint(ARN))
-    await store.save(checkpoint(ARN2))
-    await store.clear(ARN)
-    assert await make_store().load(ARN) is None
-    assert await make_store().load(ARN2) == checkpoint(ARN2)
-    await store.clear(ARN)  # nothing stored: fine
-    await store.save(checkpoint(ARN, 4))
-    assert await make_store().load(ARN) == checkpoint(ARN, 4)
+    await store.save(checkpoint(ARN), name=NAME)
+    await store.save(checkpoint(ARN2), name=NAME)
+    await store.clear(ARN, name=NAME)
+    assert await make_store().load(ARN, name=NAME) is None
+    assert await make_store().load(ARN2, name=NAME) == checkpoint(ARN2)
+    await store.clear(ARN, name=NAME)  # nothing stored: fine
+    await store.save(checkpoint(ARN, 4), name=NAME)
+    assert await make_store().load(ARN, name=NAME) == checkpoint(ARN, 4)
 
 
 async def test_two_names(make_store: Callable[..., DynamoDBCheckpointStore]) -> None:
-    one, two = make_store("one"), make_store("two")
-    await one.save(checkpoint(ARN, 1))
-    await two.save(checkpoint(ARN, 2))
-    await one.save(checkpoint(ARN, 3))
-    assert await make_store("one").load(ARN) == checkpoint(ARN, 3)
-    assert await make_store("two").load(ARN) == checkpoint(ARN, 2)
-    await two.clear(ARN)
-    assert await make_store("one").load(ARN) == checkpoint(ARN, 3)
-    assert await make_store("two").load(ARN) is None
+    store = make_store()
+    await store.save(checkpoint(ARN, 1), name="one")
+    await store.save(checkpoint(ARN, 2), name="two")
+    await store.save(checkpoint(ARN, 3), name="one")
+    assert await make_store().load(ARN, name="one") == checkpoint(ARN, 3)
+    assert await make_store().load(ARN, name="two") == checkpoint(ARN, 2)
+    await store.clear(ARN, name="two")
+    assert await make_store().load(ARN, name="one") == checkpoint(ARN, 3)
+    assert await make_store().load(ARN, name="two") is None
+    # Versions are per name: another process writing "two" does not stop "one".
+    other = make_store()
+    await other.save(checkpoint(ARN, 4), name="two")
+    await store.save(checkpoint(ARN, 5), name="one")
+    with pytest.raises(CheckpointError, match=r"under 'two'.*\(version 1\)"):
+        await store.save(checkpoint(ARN, 6), name="two")
 
 
 async def test_missing_table_without_create(
     make_store: Callable[..., DynamoDBCheckpointStore], table_name: str
 ) -> None:
     with pytest.raises(TableNotFoundError, match=table_name):
-        await make_store(create_table=False).load(ARN)
+        await make_store(create_table=False).load(ARN, name=NAME)
 
 
 async def test_table_of_another_shape_is_refused(
@@ -151,7 +162,7 @@ async def test_table_of_another_shape_is_refused(
         BillingMode="PAY_PER_REQUEST",
     )
     with pytest.raises(CheckpointError, match="not a ddbstreams checkpoint table"):
-        await make_store().save(checkpoint())
+        await make_store().save(checkpoint(), name=NAME)
 
 
 async def test_store_with_its_own_client(
@@ -166,8 +177,8 @@ async def test_store_with_its_own_client(
     async with DynamoDBCheckpointStore(
         table_name, endpoint_url=kwargs["endpoint_url"], region_name=kwargs["region_name"]
     ) as store:
-        await store.save(checkpoint())
-        assert await store.load(ARN) == checkpoint()
+        await store.save(checkpoint(), name=NAME)
+        assert await store.load(ARN, name=NAME) == checkpoint()
     with pytest.raises(RuntimeError, match="closed"):
         await store.client.describe_table(table_name)
 
@@ -184,14 +195,14 @@ async def test_reader_resumes_from_a_stored_checkpoint(
         first = [record.keys["pk"] async for record in reader]
         position = reader.checkpoint()
     assert first == ["item-0", "item-1", "item-2"]
-    await make_store("resumer").save(position)
-    sqlite = SQLiteCheckpointStore(tmp_path / "cp.db", name="resumer")
-    await sqlite.save(position)
+    await make_store().save(position, name="resumer")
+    sqlite = SQLiteCheckpointStore(tmp_path / "cp.db")
+    await sqlite.save(position, name="resumer")
 
     for i in range(3, 5):
         source_table.put({"pk": f"item-{i}"})
-    for store in (make_store("resumer"), sqlite):
-        loaded = await store.load(source_table.stream_arn)
+    for store in (make_store(), sqlite):
+        loaded = await store.load(source_table.stream_arn, name="resumer")
         assert loaded == position
         async with StreamReader(source_table.stream_arn, client=client, start=loaded) as reader:
             rest = [record.keys["pk"] async for record in reader]

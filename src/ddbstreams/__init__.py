@@ -27,7 +27,9 @@ from ddbstreams._decode import (
 )
 from ddbstreams._errors import (
     AccessDeniedError,
+    CheckpointConflictError,
     CheckpointError,
+    CheckpointFileError,
     ConditionFailedError,
     ConfigurationError,
     CredentialsError,
@@ -45,6 +47,7 @@ from ddbstreams._errors import (
     TableNotFoundError,
     ThrottledError,
     TrimmedDataError,
+    UnexpectedResponseError,
     ValidationError,
 )
 from ddbstreams._events import (
@@ -104,7 +107,9 @@ __all__ = [
     "BlockingConsumer",
     "BlockingStreamReader",
     "Checkpoint",
+    "CheckpointConflictError",
     "CheckpointError",
+    "CheckpointFileError",
     "CheckpointStore",
     "Clock",
     "ConditionFailedError",
@@ -165,6 +170,7 @@ __all__ = [
     "TrimHorizon",
     "TrimmedDataError",
     "TrimmedPolicy",
+    "UnexpectedResponseError",
     "UserIdentity",
     "ValidationError",
     "__version__",

@@ -40,10 +40,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import orjson
-
+from ddbstreams._backoff import exponential_delay
 from ddbstreams._client import StreamsClient
 from ddbstreams._clock import Clock, SystemClock
+from ddbstreams._decode import dumps_plain_json
 from ddbstreams._encode import encode_item
 from ddbstreams._errors import ConfigurationError
 from ddbstreams._events import ReaderEvent
@@ -58,7 +58,7 @@ from ddbstreams._position import (
 )
 from ddbstreams._reader import ReaderOptions, ShardBatch, StreamReader
 from ddbstreams._store import CheckpointStore, SQLiteCheckpointStore
-from ddbstreams._tasks import first_error, first_of
+from ddbstreams._tasks import first_error, first_of, run_in_daemon_thread
 
 __all__ = [
     "Consumer",
@@ -108,8 +108,12 @@ class ConsumerOptions:
     - ``parallelization_factor`` (ParallelizationFactor, 1 to 10): batches of one shard in
       flight at once; records of one item key always go to the same lane, in order.
     - ``retry_delay`` / ``retry_max_delay``: wait before retrying a failed batch, doubling.
+    - ``retry_delay`` / ``retry_max_delay`` apply per batch (and per bisected half): one
+      record's failures never lengthen another record's wait.
     - ``stop_timeout``: how long :meth:`Consumer.stop` lets in-flight handler calls finish
-      before abandoning them (not checkpointed: they are delivered again on restart).
+      before abandoning them (not checkpointed: they are delivered again on restart). A
+      blocking handler still running then goes on in a daemon thread until it returns;
+      it does not keep the process alive.
     """
 
     batch_size: int = 100
@@ -194,7 +198,9 @@ class JsonLinesDestination:
 
     Each line is :meth:`FailedBatch.to_lambda_json` plus ``"records"``: the failed records
     in Lambda's event shape, so they can be replayed. The line is flushed and fsynced before
-    the consumer checkpoints past the batch.
+    the consumer checkpoints past the batch. A string holding a lone UTF-16 surrogate is
+    written as a ``\\uXXXX`` escape, so every line is valid JSON (``json.loads`` gives the
+    string back).
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -203,7 +209,7 @@ class JsonLinesDestination:
     async def __call__(self, failed: FailedBatch) -> None:
         document = failed.to_lambda_json()
         document["records"] = [record_to_lambda(r, failed.stream_arn) for r in failed.records]
-        line = orjson.dumps(document) + b"\n"
+        line = dumps_plain_json(document) + b"\n"
         await asyncio.to_thread(self._append, line)
 
     def _append(self, line: bytes) -> None:
@@ -305,10 +311,13 @@ class _ShardWork:
 
     ``base`` is the shard's checkpoint entry before its oldest unfinished segment (AFTER a
     sequence number, or the start of a shard that has handed nothing), or ``None`` when the
-    checkpoint did not name the shard.
+    checkpoint did not name the shard. ``queued`` counts the jobs waiting in its lanes: the
+    intake pauses the shard in the reader while it is at ``_QUEUED_PER_LANE`` per lane, so
+    a shard whose handler is stuck holds a bounded number of records and stops no other
+    shard.
     """
 
-    __slots__ = ("base", "finished", "lanes", "parent", "segments", "shard_id")
+    __slots__ = ("base", "finished", "lanes", "parent", "queued", "segments", "shard_id")
 
     def __init__(self, shard_id: str, parent: str | None) -> None:
         self.shard_id = shard_id
@@ -317,6 +326,7 @@ class _ShardWork:
         self.base: ShardStart | None = None
         self.finished = asyncio.Event()
         self.lanes: list[_Lane] = []
+        self.queued = 0
 
     @property
     def busy(self) -> bool:
@@ -342,13 +352,21 @@ class _Job:
     segment: _Segment
 
 
+_QUEUED_PER_LANE = 2
+"""Jobs that may wait in a lane before the intake pauses the lane's shard in the reader."""
+
+
 class _Lane:
-    """Runs one shard's batches for one slice of its item keys, one batch at a time."""
+    """Runs one shard's batches for one slice of its item keys, one batch at a time.
+
+    Its queue never blocks the intake (which serves every shard); the shard's ``queued``
+    count bounds it instead, through pausing the shard in the reader.
+    """
 
     __slots__ = ("jobs", "task")
 
     def __init__(self) -> None:
-        self.jobs: asyncio.Queue[_Job | None] = asyncio.Queue(2)
+        self.jobs: asyncio.Queue[_Job | None] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
 
 
@@ -359,8 +377,9 @@ class Consumer:
     """Runs ``handler`` over a stream with checkpoints in ``store``, until stopped.
 
     ``stream`` is a stream ARN or a source table name. ``store`` defaults to a SQLite file
-    ``ddbstreams-checkpoints.sqlite`` in the working directory; ``name`` keys the checkpoint
-    so several consumers can share a store. ``filters`` are Lambda filter patterns (dicts
+    ``ddbstreams-checkpoints.sqlite`` in the working directory; ``name`` is the application's
+    name (default ``"default"``): the store keeps this consumer's checkpoint under it, so
+    several applications can share one store. ``filters`` are Lambda filter patterns (dicts
     or JSON strings); records that match none are skipped but still checkpointed.
     ``on_failure`` receives a :class:`FailedBatch` for records given up on (a callable, or
     a :class:`JsonLinesDestination`). Options: :class:`ConsumerOptions` or its fields as
@@ -407,6 +426,8 @@ class Consumer:
         self._handler = handler
         self._handler_is_async = inspect.iscoroutinefunction(handler)
         self._store = store if store is not None else SQLiteCheckpointStore(DEFAULT_STORE_PATH)
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(f"name must be a non-empty string: {name!r}")
         self._name = name
         if filters is None or isinstance(filters, RecordFilter):
             self._filter = filters
@@ -464,18 +485,23 @@ class Consumer:
         return Checkpoint(handed.stream_arn, positions, frozenset(finished), pending)
 
     async def run(self) -> None:
-        """Consume until :meth:`stop` is called (or the stream is disabled and done)."""
+        """Consume until :meth:`stop` is called (or the stream is disabled and done).
+
+        May be called again after it returned: it resumes from the store's checkpoint.
+        """
         if self._running:
             raise RuntimeError("the consumer is already running")
         self._running = True
         self._finished.clear()
+        self._shards = {}
+        self._dirty.clear()
         try:
             if self._client is None:
                 self._client = StreamsClient(**self._client_args)
             self._stream_arn = await self._client.resolve_stream(self._stream)
             if isinstance(self._handler, _LambdaAdapter) and self._handler.stream_arn is None:
                 self._handler.stream_arn = self._stream_arn
-            stored = await self._store.load(self._stream_arn)
+            stored = await self._store.load(self._stream_arn, name=self._name)
             start = stored if stored is not None else self.options.starting_position
             reader = StreamReader(
                 self._stream_arn,
@@ -495,6 +521,8 @@ class Consumer:
                     self._reader = None
         finally:
             self._running = False
+            # A stop() ends this run only; the next run() runs until it is stopped again.
+            self._stopping.clear()
             self._finished.set()
             if self._owns_client and self._client is not None:
                 client, self._client = self._client, None
@@ -503,7 +531,14 @@ class Consumer:
     async def stop(self) -> None:
         """Stop taking new records, let in-flight batches finish (up to ``stop_timeout``),
         save the checkpoint of what was processed, and wait for :meth:`run` to return.
-        Idempotent; safe to call before or after :meth:`run`."""
+
+        Idempotent. Called before :meth:`run`, it makes that run return at once; called
+        after :meth:`run` returned, it does nothing. A blocking handler still running at
+        ``stop_timeout`` is abandoned: its batch is not checkpointed (it is delivered again
+        on the next run, so any side effects it had half done must be safe to repeat), and
+        it keeps running in a daemon thread until it returns by itself or the process
+        exits; it never keeps the process alive.
+        """
         self._stopping.set()
         if self._running:
             await self._finished.wait()
@@ -588,11 +623,15 @@ class Consumer:
                 if due:
                     del gathering[shard_id]
                     deadlines.pop(shard_id, None)
-                    await self._dispatch(held, group)
+                    self._dispatch(reader, held, group)
             if ended:
                 return
 
-    async def _dispatch(self, held: list[ShardBatch[Record]], group: asyncio.TaskGroup) -> None:
+    def _dispatch(
+        self, reader: StreamReader[Record], held: list[ShardBatch[Record]], group: asyncio.TaskGroup
+    ) -> None:
+        """Queue ``held`` (one shard's batches) on the shard's lanes, without waiting: the
+        intake serves every shard, so a stuck shard is paused in the reader instead."""
         first = held[0]
         shard_id = first.shard_id
         work = self._shards.get(shard_id)
@@ -603,7 +642,7 @@ class Consumer:
             for index in range(factor):
                 lane = _Lane()
                 lane.task = group.create_task(
-                    self._run_lane(lane, work, parent),
+                    self._run_lane(reader, lane, work, parent),
                     name=f"ddbstreams-lane {shard_id}/{index}",
                 )
                 work.lanes.append(lane)
@@ -618,10 +657,13 @@ class Consumer:
         segment = _Segment(sequence_number, last.ends_shard, len(parts))
         work.segments.append(segment)
         for lane_index, part in parts:
-            await work.lanes[lane_index].jobs.put(_Job(part, segment))
+            work.lanes[lane_index].jobs.put_nowait(_Job(part, segment))
+        work.queued += len(parts)
+        if work.queued >= _QUEUED_PER_LANE * len(work.lanes):
+            reader.pause(shard_id)
         if last.ends_shard:
             for lane in work.lanes:
-                await lane.jobs.put(None)
+                lane.jobs.put_nowait(None)
 
     def _split(self, records: list[Record]) -> list[tuple[int, list[Record]]]:
         """Records per lane, by item key, keeping stream order within each lane."""
@@ -643,7 +685,13 @@ class Consumer:
             # Fully processed: the reader's checkpoint covers it from now on.
             self._shards.pop(work.shard_id, None)
 
-    async def _run_lane(self, lane: _Lane, work: _ShardWork, parent: _ShardWork | None) -> None:
+    async def _run_lane(
+        self,
+        reader: StreamReader[Record],
+        lane: _Lane,
+        work: _ShardWork,
+        parent: _ShardWork | None,
+    ) -> None:
         """Run the lane's batches in order. States: waiting for the parent shard to be fully
         processed -> running batches -> done (end of shard, or stopping: no new batch starts)."""
         if parent is not None and not parent.finished.is_set():
@@ -653,6 +701,9 @@ class Consumer:
             job = await lane.jobs.get()
             if job is None or self._stopping.is_set():
                 return
+            work.queued -= 1
+            if work.queued < _QUEUED_PER_LANE * len(work.lanes):
+                reader.resume(work.shard_id)
             if await self._process(work.shard_id, job.records):
                 self._complete(work, job.segment)
 
@@ -666,8 +717,9 @@ class Consumer:
         options = self.options
         if self._filter is not None:
             records = [r for r in records if self._filter.matches(r)]
+        # Each part carries its own attempt count, and so its own backoff: parts split off a
+        # failing batch are other records, which have not failed as often.
         parts: deque[tuple[list[Record], int]] = deque([(records, 0)] if records else [])
-        delay = options.retry_delay
         while parts:
             part, attempts = parts.popleft()
             part, expired = self._split_expired(part)
@@ -701,8 +753,8 @@ class Consumer:
                 continue
             if self._stopping.is_set():
                 return False
+            delay = exponential_delay(options.retry_delay, options.retry_max_delay, attempts)
             await first_of(self._clock.sleep(delay), self._stopping.wait())
-            delay = min(delay * 2, options.retry_max_delay)
             parts.appendleft((retry, attempts))
         return True
 
@@ -720,8 +772,9 @@ class Consumer:
     async def _call_handler(self, records: list[Record]) -> Any:
         if self._handler_is_async:
             return await self._handler(records)
-        # A plain function runs in a thread so the reader keeps fetching meanwhile.
-        result = await asyncio.to_thread(self._handler, records)
+        # A plain function runs in a thread so the reader keeps fetching meanwhile; a daemon
+        # thread, so that a handler still hanging after stop() cannot keep the process alive.
+        result = await run_in_daemon_thread(self._handler, records, name="ddbstreams-handler")
         if inspect.isawaitable(result):
             return await result
         return result
@@ -780,7 +833,7 @@ class Consumer:
         checkpoint = self.checkpoint()
         if checkpoint == self._saved:
             return
-        await self._store.save(checkpoint)
+        await self._store.save(checkpoint, name=self._name)
         self._saved = checkpoint
 
 

@@ -7,9 +7,14 @@ else inspects botocore exceptions.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 __all__ = [
     "AccessDeniedError",
+    "CheckpointConflictError",
     "CheckpointError",
+    "CheckpointFileError",
     "ConditionFailedError",
     "ConfigurationError",
     "CredentialsError",
@@ -27,6 +32,7 @@ __all__ = [
     "TableNotFoundError",
     "ThrottledError",
     "TrimmedDataError",
+    "UnexpectedResponseError",
     "ValidationError",
 ]
 
@@ -49,6 +55,24 @@ class InvalidPositionError(ConfigurationError):
 
 class CheckpointError(DDBStreamsError):
     """A checkpoint is corrupt, belongs to another stream, or cannot be stored."""
+
+
+class CheckpointFileError(CheckpointError):
+    """A checkpoint file that cannot be used at all: not a SQLite database, another
+    application's database, a directory, or a layout this version does not know.
+
+    Nothing in it can be read, reset or written; ``path`` is the file. To start over, move
+    it out of the way (or use another file): a missing file holds no checkpoints.
+    """
+
+    def __init__(self, message: str, path: os.PathLike[str] | str) -> None:
+        super().__init__(message)
+        self.path = Path(path)
+
+
+class CheckpointConflictError(CheckpointError):
+    """Another process saved a newer checkpoint under the same name and stream: the save
+    was refused so that neither overwrites the other."""
 
 
 class ConditionFailedError(DDBStreamsError):
@@ -86,6 +110,11 @@ class ThrottledError(DDBStreamsError):
 
 class ServiceError(DDBStreamsError):
     """The service failed (InternalServerError, 5xx, unknown error code) after retries."""
+
+
+class UnexpectedResponseError(ServiceError):
+    """A response could not be understood: not JSON, or JSON of another shape than the
+    operation returns (an endpoint that is not DynamoDB, a proxy's HTML page...)."""
 
 
 class ValidationError(DDBStreamsError):

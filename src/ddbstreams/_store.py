@@ -1,24 +1,34 @@
 """Checkpoint stores: where a consumer keeps its :class:`~ddbstreams.Checkpoint` between runs.
 
-A store keeps one checkpoint per ``(name, stream_arn)``. ``name`` is the consumer's (the
-application's) name, so several consumers of one stream keep separate checkpoints. Three
-stores implement :class:`CheckpointStore`:
+A store is a *place* (a file, a state table, memory) that keeps one checkpoint per
+``(name, stream_arn)``. The name is not the store's: it belongs to the consumer, whose name
+is its application's (``Consumer(name=...)``, ``ddbstreams tail --name``), and every
+:meth:`~CheckpointStore.load`, :meth:`~CheckpointStore.save` and
+:meth:`~CheckpointStore.clear` takes it explicitly. So several applications reading one
+stream share one store, each with its own checkpoint, and a store cannot be opened "as"
+the wrong application: its constructor takes no name (passing ``name=`` raises
+:class:`~ddbstreams.ConfigurationError`). Three stores implement :class:`CheckpointStore`:
 
 - :class:`SQLiteCheckpointStore`: a SQLite file, the embedded default (no server needed);
 - :class:`DynamoDBCheckpointStore`: a DynamoDB state table, created on demand;
 - :class:`MemoryCheckpointStore`: a dict, for tests and short-lived programs.
 
 Versions: every stored checkpoint carries a version that the store increments on each save.
-A store instance remembers, per stream, the version it last loaded or saved, and a save only
-succeeds if the stored version is still that one (or nothing is stored). So an older
-checkpoint never overwrites a newer one written by another process: that save raises
-:class:`~ddbstreams.CheckpointError` ("updated by another process; reload it") rather than
-silently winning or losing. A store that never loaded a stream cannot overwrite a stored
-checkpoint of it: call :meth:`~CheckpointStore.load` first.
+A store instance remembers, per ``(name, stream_arn)``, the version it last loaded or saved,
+and a save only succeeds if the stored version is still that one (or nothing is stored). So
+an older checkpoint never overwrites a newer one written by another process: that save
+raises :class:`~ddbstreams.CheckpointError` ("updated by another process; reload it") rather
+than silently winning or losing. A store that never loaded a checkpoint cannot overwrite
+it: call :meth:`~CheckpointStore.load` first. Names are independent: saving one name's
+checkpoint never conflicts with another name's.
 
 Corrupt data (a file that is not a SQLite database, an unexpected schema, a stored value
 that does not parse, a checkpoint filed under another stream's key) raises CheckpointError
-naming where the data is and what is wrong; nothing is ever silently reset.
+naming where the data is and what is wrong; nothing is ever silently reset. A SQLite file
+that cannot be used at all (not a database, another application's database, a directory,
+an unknown layout) raises :class:`CheckpointFileError`, a CheckpointError: nothing in such a
+file can be read, reset or written, and only moving it away (or choosing another file)
+gets past it.
 """
 
 from __future__ import annotations
@@ -40,7 +50,9 @@ from ddbstreams._arn import is_table_name
 from ddbstreams._client import StreamsClient
 from ddbstreams._clock import Clock, SystemClock
 from ddbstreams._errors import (
+    CheckpointConflictError,
     CheckpointError,
+    CheckpointFileError,
     ConditionFailedError,
     ConfigurationError,
     TableNotFoundError,
@@ -58,34 +70,40 @@ __all__ = [
 
 R = TypeVar("R")
 
-DEFAULT_NAME: Final = "default"
-
 
 @runtime_checkable
 class CheckpointStore(Protocol):
-    """Keeps the checkpoint of each stream for one consumer name.
+    """A place that keeps checkpoints, one per ``(name, stream_arn)``.
+
+    ``name`` is the consumer's (its application's) name, passed on every call
+    (keyword-only): ``Consumer(name=...)``, ``ddbstreams tail --name``. Several
+    applications share a store by their names; a store itself has no name.
 
     Implementations must make :meth:`save` atomic (a crash leaves the old or the new
-    checkpoint, never a mix) and must never let an older checkpoint overwrite a newer one.
+    checkpoint, never a mix), must never let an older checkpoint overwrite a newer one
+    (versions are tracked per name and stream), and raise ConfigurationError for an empty
+    name or stream ARN.
     """
 
-    async def load(self, stream_arn: str) -> Checkpoint | None:
-        """The stored checkpoint of ``stream_arn``, or None if nothing is stored.
+    async def load(self, stream_arn: str, *, name: str) -> Checkpoint | None:
+        """The checkpoint stored under ``name`` for ``stream_arn``, or None if there is none.
 
         CheckpointError if the stored data is corrupt or belongs to another stream.
         """
         ...
 
-    async def save(self, checkpoint: Checkpoint) -> None:
-        """Replace the stored checkpoint of ``checkpoint.stream_arn`` atomically.
+    async def save(self, checkpoint: Checkpoint, *, name: str) -> None:
+        """Replace the checkpoint stored under ``name`` for ``checkpoint.stream_arn``,
+        atomically.
 
-        CheckpointError if another writer stored a newer checkpoint since this store last
-        loaded or saved it.
+        CheckpointError if another writer stored a newer checkpoint under that name since
+        this store last loaded or saved it.
         """
         ...
 
-    async def clear(self, stream_arn: str) -> None:
-        """Forget the checkpoint of ``stream_arn`` (a reader will start from scratch)."""
+    async def clear(self, stream_arn: str, *, name: str) -> None:
+        """Forget the checkpoint stored under ``name`` for ``stream_arn`` (that consumer
+        will start from scratch)."""
         ...
 
     async def close(self) -> None:
@@ -109,8 +127,18 @@ class StoredCheckpoint:
 
 def _check_name(name: str) -> str:
     if not isinstance(name, str) or not name:
-        raise ConfigurationError(f"a checkpoint store name must be a non-empty string: {name!r}")
+        raise ConfigurationError(f"a consumer name must be a non-empty string: {name!r}")
     return name
+
+
+def _refuse_name(store: str, name: object) -> None:
+    """Stores have no name of their own: the name is the consumer's, given on each call."""
+    if name is not None:
+        raise ConfigurationError(
+            f"{store} takes no name: the name belongs to the consumer (Consumer(name=...), "
+            "ddbstreams tail --name), which passes it on every load, save and clear; one "
+            "store keeps the checkpoints of any number of names"
+        )
 
 
 def _check_arn(stream_arn: str) -> str:
@@ -153,9 +181,11 @@ def _decode(text: object, stream_arn: str, where: str) -> Checkpoint:
     return checkpoint
 
 
-def _conflict(stream_arn: str, name: str, stored: int | None, where: str) -> CheckpointError:
+def _conflict(
+    stream_arn: str, name: str, stored: int | None, where: str
+) -> CheckpointConflictError:
     state = f"version {stored}" if stored is not None else "now deleted"
-    return CheckpointError(
+    return CheckpointConflictError(
         f"checkpoint of {stream_arn} under {name!r} in {where} was updated by another "
         f"process ({state}); reload it"
     )
@@ -240,23 +270,24 @@ class MemoryCheckpointStore(_ClosesOnExit):
     Checkpoints are stored as JSON text, as the other stores do, so what loads back is an
     independent copy validated the same way. ``shared_with`` makes this store use another
     memory store's data (with its own view of versions), to play two processes in a test.
+    ``name`` is refused (ConfigurationError): names are given to each call.
     """
 
     def __init__(
         self,
-        name: str = DEFAULT_NAME,
         *,
         shared_with: MemoryCheckpointStore | None = None,
         clock: Clock | None = None,
+        name: None = None,
     ) -> None:
-        self.name = _check_name(name)
+        _refuse_name("MemoryCheckpointStore", name)
         self._data: _MemoryData = shared_with._data if shared_with is not None else _MemoryData()
-        self._known: dict[str, int | None] = {}
+        self._known: dict[tuple[str, str], int | None] = {}
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._closed = False
 
     def __repr__(self) -> str:
-        return f"MemoryCheckpointStore(name={self.name!r})"
+        return "MemoryCheckpointStore()"
 
     @staticmethod
     def _where(name: str, stream_arn: str) -> str:
@@ -266,37 +297,40 @@ class MemoryCheckpointStore(_ClosesOnExit):
         if self._closed:
             raise RuntimeError(f"{self!r} is closed")
 
-    async def load(self, stream_arn: str) -> Checkpoint | None:
-        """The stored checkpoint of ``stream_arn`` under this store's name, or None."""
+    async def load(self, stream_arn: str, *, name: str) -> Checkpoint | None:
+        """The checkpoint stored under ``name`` for ``stream_arn``, or None."""
         self._check_open()
-        _check_arn(stream_arn)
-        row = self._data.rows.get((self.name, stream_arn))
+        key = (_check_name(name), _check_arn(stream_arn))
+        row = self._data.rows.get(key)
         if row is None:
-            self._known[stream_arn] = None
+            self._known[key] = None
             return None
         version, text, _ = row
-        checkpoint = _decode(text, stream_arn, self._where(self.name, stream_arn))
-        self._known[stream_arn] = version
+        checkpoint = _decode(text, stream_arn, self._where(name, stream_arn))
+        self._known[key] = version
         return checkpoint
 
-    async def save(self, checkpoint: Checkpoint) -> None:
-        """Store ``checkpoint``; CheckpointError if another store saved a newer one."""
+    async def save(self, checkpoint: Checkpoint, *, name: str) -> None:
+        """Store ``checkpoint`` under ``name``; CheckpointError if another store saved a
+        newer one under that name."""
         self._check_open()
+        _check_name(name)
         text = _encode(checkpoint)
         arn = checkpoint.stream_arn
-        row = self._data.rows.get((self.name, arn))
+        key = (name, arn)
+        row = self._data.rows.get(key)
         version = _check_version(
-            None if row is None else row[0], self._known.get(arn), arn, self.name, "memory"
+            None if row is None else row[0], self._known.get(key), arn, name, "memory"
         )
-        self._data.rows[(self.name, arn)] = (version, text, self._clock.time())
-        self._known[arn] = version
+        self._data.rows[key] = (version, text, self._clock.time())
+        self._known[key] = version
 
-    async def clear(self, stream_arn: str) -> None:
-        """Forget the checkpoint of ``stream_arn`` under this store's name."""
+    async def clear(self, stream_arn: str, *, name: str) -> None:
+        """Forget the checkpoint stored under ``name`` for ``stream_arn``."""
         self._check_open()
-        _check_arn(stream_arn)
-        self._data.rows.pop((self.name, stream_arn), None)
-        self._known[stream_arn] = None
+        key = (_check_name(name), _check_arn(stream_arn))
+        self._data.rows.pop(key, None)
+        self._known[key] = None
 
     async def close(self) -> None:
         """Mark the store closed (the data stays with any store sharing it). Idempotent."""
@@ -350,22 +384,26 @@ class SQLiteCheckpointStore(_ClosesOnExit):
     work in the calling thread (for the command line); do not mix them with the async
     methods from different threads at the same time.
 
-    CheckpointError, naming the file: not a SQLite database, a SQLite database that is not a
-    checkpoint file or has an unexpected schema, a corrupt stored checkpoint, or a file that
-    cannot be opened or stays locked by another process.
+    One file keeps the checkpoints of any number of consumer names (the ``name`` given to
+    each call); ``name=`` in the constructor is refused (ConfigurationError).
+
+    CheckpointFileError (a CheckpointError), naming the file: not a SQLite database, a
+    SQLite database that is not a checkpoint file or has an unexpected schema, a directory.
+    CheckpointError: a corrupt stored checkpoint, or a file that cannot be opened or stays
+    locked by another process.
     """
 
     def __init__(
         self,
         path: str | os.PathLike[str],
         *,
-        name: str = DEFAULT_NAME,
         clock: Clock | None = None,
+        name: None = None,
     ) -> None:
+        _refuse_name("SQLiteCheckpointStore", name)
         self.path = Path(path)
-        self.name = _check_name(name)
         self._clock: Clock = clock if clock is not None else SystemClock()
-        self._known: dict[str, int | None] = {}
+        self._known: dict[tuple[str, str], int | None] = {}
         self._conn: sqlite3.Connection | None = None
         # One connection, used by one thread at a time.
         self._db_lock = threading.Lock()
@@ -373,7 +411,7 @@ class SQLiteCheckpointStore(_ClosesOnExit):
         self._closed = False
 
     def __repr__(self) -> str:
-        return f"SQLiteCheckpointStore({str(self.path)!r}, name={self.name!r})"
+        return f"SQLiteCheckpointStore({str(self.path)!r})"
 
     def __enter__(self) -> Self:
         return self
@@ -393,20 +431,24 @@ class SQLiteCheckpointStore(_ClosesOnExit):
             self._ordered = _Ordered()
         return await self._ordered.run(fn)
 
-    async def load(self, stream_arn: str) -> Checkpoint | None:
-        """The stored checkpoint of ``stream_arn`` under this store's name, or None."""
+    async def load(self, stream_arn: str, *, name: str) -> Checkpoint | None:
+        """The checkpoint stored under ``name`` for ``stream_arn``, or None."""
+        _check_name(name)
         _check_arn(stream_arn)
-        return await self._run(lambda: self.load_sync(stream_arn))
+        return await self._run(lambda: self.load_sync(stream_arn, name=name))
 
-    async def save(self, checkpoint: Checkpoint) -> None:
-        """Store ``checkpoint`` durably; CheckpointError if another process saved a newer one."""
+    async def save(self, checkpoint: Checkpoint, *, name: str) -> None:
+        """Store ``checkpoint`` under ``name`` durably; CheckpointError if another process
+        saved a newer one under that name."""
+        _check_name(name)
         text = _encode(checkpoint)
-        await self._run(lambda: self._save_text(checkpoint.stream_arn, text))
+        await self._run(lambda: self._save_text(name, checkpoint.stream_arn, text))
 
-    async def clear(self, stream_arn: str) -> None:
-        """Forget the checkpoint of ``stream_arn`` under this store's name."""
+    async def clear(self, stream_arn: str, *, name: str) -> None:
+        """Forget the checkpoint stored under ``name`` for ``stream_arn``."""
+        _check_name(name)
         _check_arn(stream_arn)
-        await self._run(lambda: self.clear_sync(stream_arn))
+        await self._run(lambda: self.clear_sync(stream_arn, name=name))
 
     async def close(self) -> None:
         """Close the database connection. Idempotent."""
@@ -416,43 +458,42 @@ class SQLiteCheckpointStore(_ClosesOnExit):
 
     # ------------------------------------------------------------------ blocking API
 
-    def load_sync(self, stream_arn: str) -> Checkpoint | None:
+    def load_sync(self, stream_arn: str, *, name: str) -> Checkpoint | None:
         """:meth:`load`, blocking the calling thread. A missing file is not created."""
-        _check_arn(stream_arn)
+        key = (_check_name(name), _check_arn(stream_arn))
         with self._db_lock:
             conn = self._connection(create=False)
             if conn is None:
-                self._known[stream_arn] = None
+                self._known[key] = None
                 return None
             row = self._execute(
                 conn,
                 "SELECT version, checkpoint FROM checkpoints WHERE name = ? AND stream_arn = ?",
-                (self.name, stream_arn),
+                key,
             ).fetchone()
             if row is None:
-                self._known[stream_arn] = None
+                self._known[key] = None
                 return None
-            version = self._version(row[0], self.name, stream_arn)
-            checkpoint = _decode(row[1], stream_arn, self._row_where(self.name, stream_arn))
-            self._known[stream_arn] = version
+            version = self._version(row[0], name, stream_arn)
+            checkpoint = _decode(row[1], stream_arn, self._row_where(name, stream_arn))
+            self._known[key] = version
             return checkpoint
 
-    def save_sync(self, checkpoint: Checkpoint) -> None:
+    def save_sync(self, checkpoint: Checkpoint, *, name: str) -> None:
         """:meth:`save`, blocking the calling thread."""
-        self._save_text(checkpoint.stream_arn, _encode(checkpoint))
+        _check_name(name)
+        self._save_text(name, checkpoint.stream_arn, _encode(checkpoint))
 
-    def clear_sync(self, stream_arn: str) -> None:
+    def clear_sync(self, stream_arn: str, *, name: str) -> None:
         """:meth:`clear`, blocking the calling thread. A missing file is not created."""
-        _check_arn(stream_arn)
+        key = (_check_name(name), _check_arn(stream_arn))
         with self._db_lock:
             conn = self._connection(create=False)
             if conn is not None:
                 self._execute(
-                    conn,
-                    "DELETE FROM checkpoints WHERE name = ? AND stream_arn = ?",
-                    (self.name, stream_arn),
+                    conn, "DELETE FROM checkpoints WHERE name = ? AND stream_arn = ?", key
                 )
-            self._known[stream_arn] = None
+            self._known[key] = None
 
     def list_sync(self) -> list[StoredCheckpoint]:
         """Every checkpoint in the file, of every name, sorted by name and stream ARN.
@@ -506,7 +547,8 @@ class SQLiteCheckpointStore(_ClosesOnExit):
             )
         return value
 
-    def _save_text(self, stream_arn: str, text: str) -> None:
+    def _save_text(self, name: str, stream_arn: str, text: str) -> None:
+        key = (name, stream_arn)
         with self._db_lock:
             conn = self._connection(create=True)
             assert conn is not None
@@ -515,11 +557,11 @@ class SQLiteCheckpointStore(_ClosesOnExit):
                 row = self._execute(
                     conn,
                     "SELECT version FROM checkpoints WHERE name = ? AND stream_arn = ?",
-                    (self.name, stream_arn),
+                    key,
                 ).fetchone()
-                stored = None if row is None else self._version(row[0], self.name, stream_arn)
+                stored = None if row is None else self._version(row[0], name, stream_arn)
                 version = _check_version(
-                    stored, self._known.get(stream_arn), stream_arn, self.name, str(self.path)
+                    stored, self._known.get(key), stream_arn, name, str(self.path)
                 )
                 self._execute(
                     conn,
@@ -527,7 +569,7 @@ class SQLiteCheckpointStore(_ClosesOnExit):
                     "VALUES (?, ?, ?, ?, ?) ON CONFLICT (name, stream_arn) DO UPDATE SET "
                     "version = excluded.version, checkpoint = excluded.checkpoint, "
                     "updated_at = excluded.updated_at",
-                    (self.name, stream_arn, version, text, self._clock.time()),
+                    (name, stream_arn, version, text, self._clock.time()),
                 )
                 self._execute(conn, "COMMIT", ())
             except BaseException:
@@ -535,7 +577,7 @@ class SQLiteCheckpointStore(_ClosesOnExit):
                     with contextlib.suppress(sqlite3.Error):
                         conn.rollback()
                 raise
-            self._known[stream_arn] = version
+            self._known[key] = version
 
     def _execute(
         self, conn: sqlite3.Connection, sql: str, params: tuple[object, ...]
@@ -552,8 +594,11 @@ class SQLiteCheckpointStore(_ClosesOnExit):
                 f"checkpoint file {self.path} stayed locked by another process for "
                 f"{_BUSY_TIMEOUT:g}s ({text})"
             )
-        if isinstance(exc, sqlite3.DatabaseError) and "not a database" in text:
-            return CheckpointError(f"checkpoint file {self.path} is not a SQLite database")
+        if isinstance(exc, sqlite3.DatabaseError) and (
+            "not a database" in text or "malformed" in text
+        ):
+            what = "a damaged SQLite database" if "malformed" in text else "not a SQLite database"
+            return CheckpointFileError(f"checkpoint file {self.path} is {what}", self.path)
         return CheckpointError(f"checkpoint file {self.path}: {text}")
 
     def _connection(self, *, create: bool) -> sqlite3.Connection | None:
@@ -570,7 +615,7 @@ class SQLiteCheckpointStore(_ClosesOnExit):
             if not create and not self.path.exists():
                 return None
             if self.path.is_dir():
-                raise CheckpointError(f"checkpoint file {self.path} is a directory")
+                raise CheckpointFileError(f"checkpoint file {self.path} is a directory", self.path)
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
@@ -630,25 +675,29 @@ class SQLiteCheckpointStore(_ClosesOnExit):
             return False
         if application_id != _APPLICATION_ID:
             listed = ", ".join(tables) if tables else "none"
-            raise CheckpointError(
+            raise CheckpointFileError(
                 f"{self.path} is a SQLite database but not a ddbstreams checkpoint file "
-                f"(application_id {application_id}, tables: {listed}); refusing to use it"
+                f"(application_id {application_id}, tables: {listed}); refusing to use it",
+                self.path,
             )
         if user_version > _SCHEMA_VERSION:
-            raise CheckpointError(
+            raise CheckpointFileError(
                 f"checkpoint file {self.path} has schema version {user_version}, written by a "
-                f"newer ddbstreams (this one reads version {_SCHEMA_VERSION})"
+                f"newer ddbstreams (this one reads version {_SCHEMA_VERSION})",
+                self.path,
             )
         if user_version != _SCHEMA_VERSION:
-            raise CheckpointError(
-                f"checkpoint file {self.path} has unknown schema version {user_version}"
+            raise CheckpointFileError(
+                f"checkpoint file {self.path} has unknown schema version {user_version}",
+                self.path,
             )
         columns = tuple(row[1] for row in self._execute(conn, "PRAGMA table_info(checkpoints)", ()))
         if columns != _COLUMNS:
             found = ", ".join(columns) if columns else "no checkpoints table"
-            raise CheckpointError(
+            raise CheckpointFileError(
                 f"checkpoint file {self.path} has an unexpected schema: table checkpoints "
-                f"should have columns {', '.join(_COLUMNS)} (found: {found})"
+                f"should have columns {', '.join(_COLUMNS)} (found: {found})",
+                self.path,
             )
         return True
 
@@ -694,26 +743,30 @@ class DynamoDBCheckpointStore(_ClosesOnExit):
     ``region_name`` (closed by :meth:`close`). Service errors are the client's
     (EndpointConnectionError, AccessDeniedError, ...), after its retries. Time (``updated_at``,
     waiting for a new table) comes from ``clock``, by default the client's.
+
+    One table keeps the checkpoints of any number of consumer names (the ``name`` given to
+    each call, the items' partition key); ``name=`` in the constructor is refused
+    (ConfigurationError).
     """
 
     def __init__(
         self,
         table_name: str,
         *,
-        name: str = DEFAULT_NAME,
         client: StreamsClient | None = None,
         endpoint_url: str | None = None,
         region_name: str | None = None,
         create_table: bool = True,
         clock: Clock | None = None,
+        name: None = None,
     ) -> None:
+        _refuse_name("DynamoDBCheckpointStore", name)
         if not is_table_name(table_name):
             raise ConfigurationError(
                 f"invalid checkpoint table name {table_name!r}: 3-255 characters of a-z, "
                 "A-Z, 0-9, '_', '-' and '.'"
             )
         self.table_name = table_name
-        self.name = _check_name(name)
         if client is not None and (endpoint_url is not None or region_name is not None):
             raise ConfigurationError("pass either client= or endpoint_url/region_name, not both")
         if client is None:
@@ -724,14 +777,15 @@ class DynamoDBCheckpointStore(_ClosesOnExit):
         self._client = client
         self._create_table = create_table
         self._clock: Clock = clock if clock is not None else client.clock
-        self._known: dict[str, int | None] = {}
-        self._unconfirmed: dict[str, list[_Attempt]] = {}
+        # Per (name, stream ARN): the version last seen, and writes that may have landed.
+        self._known: dict[tuple[str, str], int | None] = {}
+        self._unconfirmed: dict[tuple[str, str], list[_Attempt]] = {}
         self._ready = False
         self._ordered: _Ordered | None = None
         self._closed = False
 
     def __repr__(self) -> str:
-        return f"DynamoDBCheckpointStore({self.table_name!r}, name={self.name!r})"
+        return f"DynamoDBCheckpointStore({self.table_name!r})"
 
     @property
     def client(self) -> StreamsClient:
@@ -744,14 +798,15 @@ class DynamoDBCheckpointStore(_ClosesOnExit):
             self._ordered = _Ordered()
         return await self._ordered.run_async(fn)
 
-    def _where(self, stream_arn: str | None = None) -> str:
+    def _where(self, key: tuple[str, str] | None = None) -> str:
         where = f"DynamoDB table {self.table_name!r}"
-        if stream_arn is not None:
-            where += f" (name {self.name!r}, stream {stream_arn})"
+        if key is not None:
+            where += f" (name {key[0]!r}, stream {key[1]})"
         return where
 
-    def _key(self, stream_arn: str) -> dict[str, Any]:
-        return {"name": {"S": self.name}, "stream_arn": {"S": stream_arn}}
+    @staticmethod
+    def _item_key(key: tuple[str, str]) -> dict[str, Any]:
+        return {"name": {"S": key[0]}, "stream_arn": {"S": key[1]}}
 
     # ------------------------------------------------------------------ table
 
@@ -810,12 +865,13 @@ class DynamoDBCheckpointStore(_ClosesOnExit):
 
     # ------------------------------------------------------------------ items
 
-    async def _read(self, stream_arn: str) -> tuple[int, str] | None:
-        """The stored (version, JSON text) of ``stream_arn``, or None; strongly consistent."""
-        item = await self._client.get_item(self.table_name, self._key(stream_arn))
+    async def _read(self, key: tuple[str, str]) -> tuple[int, str] | None:
+        """The stored (version, JSON text) under ``key`` (name, stream ARN), or None;
+        strongly consistent."""
+        item = await self._client.get_item(self.table_name, self._item_key(key))
         if item is None:
             return None
-        where = self._where(stream_arn)
+        where = self._where(key)
         try:
             version = int(item["version"]["N"])
             text = item["checkpoint"]["S"]
@@ -827,60 +883,61 @@ class DynamoDBCheckpointStore(_ClosesOnExit):
             raise CheckpointError(f"corrupt checkpoint in {where}: bad version or checkpoint")
         return version, text
 
-    async def load(self, stream_arn: str) -> Checkpoint | None:
-        """The stored checkpoint of ``stream_arn`` under this store's name, or None."""
-        _check_arn(stream_arn)
+    async def load(self, stream_arn: str, *, name: str) -> Checkpoint | None:
+        """The checkpoint stored under ``name`` for ``stream_arn``, or None."""
+        key = (_check_name(name), _check_arn(stream_arn))
 
         async def load() -> Checkpoint | None:
             await self._ensure_table()
-            stored = await self._read(stream_arn)
+            stored = await self._read(key)
             if stored is None:
-                self._known[stream_arn] = None
+                self._known[key] = None
                 return None
             version, text = stored
-            checkpoint = _decode(text, stream_arn, self._where(stream_arn))
-            self._known[stream_arn] = version
-            self._unconfirmed.pop(stream_arn, None)
+            checkpoint = _decode(text, stream_arn, self._where(key))
+            self._known[key] = version
+            self._unconfirmed.pop(key, None)
             return checkpoint
 
         return await self._run(load)
 
-    async def save(self, checkpoint: Checkpoint) -> None:
-        """Store ``checkpoint`` with a conditional write; CheckpointError if another process
-        stored a newer one since this store last loaded or saved it."""
+    async def save(self, checkpoint: Checkpoint, *, name: str) -> None:
+        """Store ``checkpoint`` under ``name`` with a conditional write; CheckpointError if
+        another process stored a newer one under that name since this store last loaded or
+        saved it."""
+        _check_name(name)
         text = _encode(checkpoint)
         stream_arn = checkpoint.stream_arn
+        key = (name, stream_arn)
 
         async def save() -> None:
             await self._ensure_table()
-            expected = self._known.get(stream_arn)
+            expected = self._known.get(key)
             # Two rounds: the second only after finding that one of this store's own
             # unconfirmed writes is what blocked the first.
             for _ in range(2):
                 try:
-                    await self._put(stream_arn, text, expected)
+                    await self._put(key, text, expected)
                     return
                 except ConditionFailedError:
-                    stored = await self._read(stream_arn)
-                ours = self._unconfirmed.get(stream_arn, ())
+                    stored = await self._read(key)
+                ours = self._unconfirmed.get(key, ())
                 if stored is None or _Attempt(*stored) not in ours:
                     break
                 # A write of ours landed without us learning of it: a retry after a lost
                 # response found its own write, or an earlier save was cancelled late.
-                self._confirm(stream_arn, stored[0])
+                self._confirm(key, stored[0])
                 if stored[1] == text:
                     return
                 expected = stored[0]
-            raise _conflict(
-                stream_arn, self.name, None if stored is None else stored[0], self._where()
-            )
+            raise _conflict(stream_arn, name, None if stored is None else stored[0], self._where())
 
         await self._run(save)
 
-    async def _put(self, stream_arn: str, text: str, expected: int | None) -> None:
+    async def _put(self, key: tuple[str, str], text: str, expected: int | None) -> None:
         version = (expected or 0) + 1
         item = {
-            **self._key(stream_arn),
+            **self._item_key(key),
             "version": {"N": str(version)},
             "checkpoint": {"S": text},
             "updated_at": {"N": repr(float(self._clock.time()))},
@@ -895,7 +952,7 @@ class DynamoDBCheckpointStore(_ClosesOnExit):
             values = {":expected": {"N": str(expected)}}
         # Until an answer arrives the write may or may not land (cancellation, lost reply).
         attempt = _Attempt(version, text)
-        pending = self._unconfirmed.setdefault(stream_arn, [])
+        pending = self._unconfirmed.setdefault(key, [])
         pending.append(attempt)
         del pending[:-_MAX_UNCONFIRMED]
         try:
@@ -909,23 +966,24 @@ class DynamoDBCheckpointStore(_ClosesOnExit):
         except ValidationError as exc:
             pending.remove(attempt)  # refused outright: it did not land
             raise CheckpointError(
-                f"the checkpoint of {stream_arn} could not be stored in {self._where()}: {exc}"
+                f"the checkpoint of {key[1]} under {key[0]!r} could not be stored in "
+                f"{self._where()}: {exc}"
             ) from exc
-        self._confirm(stream_arn, version)
+        self._confirm(key, version)
 
-    def _confirm(self, stream_arn: str, version: int) -> None:
-        self._known[stream_arn] = version
-        self._unconfirmed.pop(stream_arn, None)
+    def _confirm(self, key: tuple[str, str], version: int) -> None:
+        self._known[key] = version
+        self._unconfirmed.pop(key, None)
 
-    async def clear(self, stream_arn: str) -> None:
-        """Delete the checkpoint of ``stream_arn`` under this store's name."""
-        _check_arn(stream_arn)
+    async def clear(self, stream_arn: str, *, name: str) -> None:
+        """Delete the checkpoint stored under ``name`` for ``stream_arn``."""
+        key = (_check_name(name), _check_arn(stream_arn))
 
         async def clear() -> None:
             await self._ensure_table()
-            await self._client.delete_item(self.table_name, self._key(stream_arn))
-            self._known[stream_arn] = None
-            self._unconfirmed.pop(stream_arn, None)
+            await self._client.delete_item(self.table_name, self._item_key(key))
+            self._known[key] = None
+            self._unconfirmed.pop(key, None)
 
         await self._run(clear)
 
