@@ -506,8 +506,9 @@ def test_help_and_version_exit_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--max-records" in tail_help
     assert "-f, --follow" in tail_help
     assert "-v, --verbose" in tail_help
-    assert "SIGTERM stops cleanly with exit status 0" in tail_help
-    assert "including a --follow stopped by Ctrl-C (SIGINT) or SIGTERM" in tail_help
+    assert "SIGTERM or SIGHUP stops cleanly with exit status 0" in tail_help
+    assert "including a --follow stopped by Ctrl-C (SIGINT), SIGTERM or SIGHUP" in tail_help
+    assert "--read-timeout SECONDS" in tail_help
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.startswith("ddbstreams ")
 
@@ -617,9 +618,10 @@ def test_tail_passes_options_to_the_reader(
     assert reader.stream == "orders"
     assert reader.kwargs["start"] == AfterSequence("42")
     assert reader.kwargs["follow"] is False
-    assert reader.kwargs["on_event"] is None
-    assert reader.kwargs["endpoint_url"] == "http://x:1"
-    assert reader.kwargs["region_name"] == "eu-west-1"
+    assert callable(reader.kwargs["on_event"])
+    # The command builds the client (timeouts, retry listeners) and hands it over.
+    transport = reader.kwargs["client"].transport
+    assert (transport.endpoint_url, transport.region_name) == ("http://x:1", "eu-west-1")
     assert isinstance(reader.kwargs["parser"], RawParser)
     lines = capsys.readouterr().out.splitlines()
     assert [json.loads(line)["keys"]["pk"] for line in lines] == [f"k{i}" for i in range(9)]
@@ -757,7 +759,7 @@ class SignalGuard:
         self.calls += 1
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_follow_stops_on_signal_with_status_0(
     fake_reader: type[FakeReader],
     capsys: pytest.CaptureFixture[str],
@@ -792,6 +794,7 @@ def test_follow_verbose_logs_events_and_the_stop_on_stderr(
     previous = signal.signal(signal.SIGTERM, guard)
     fake_reader.events_on_enter = [
         ShardStarted(SHARD, SHARD_TRIM_HORIZON),
+        # Retries are told by the client's retry listener, not twice.
         Throttled("GetRecords", SHARD, 2, 0.4),
         ReaderError(StreamNotFoundError("gone"), None, retrying=False),
     ]
@@ -808,7 +811,6 @@ def test_follow_verbose_logs_events_and_the_stop_on_stderr(
     assert len(out.splitlines()) == 9
     assert err.splitlines() == [
         f"ddbstreams: shard started: {SHARD} at trim horizon",
-        f"ddbstreams: throttled: GetRecords on {SHARD} (attempt 2), retrying in 0.40 s",
         # The final error is not logged as an event: main() reports it as the error line.
         f"ddbstreams: following {STREAM_ARN}, Ctrl-C to stop",
         "ddbstreams: SIGTERM received, stopping",

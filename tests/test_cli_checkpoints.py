@@ -14,8 +14,10 @@ import contextlib
 import io
 import json
 import os
+import shlex
 import signal
 import sqlite3
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -58,14 +60,14 @@ class FixedClock(SystemClock):
 
 
 def save(path: Path, checkpoint: Checkpoint, *, name: str = "tail") -> None:
-    with SQLiteCheckpointStore(path, name=name, clock=FixedClock()) as store:
-        store.load_sync(checkpoint.stream_arn)
-        store.save_sync(checkpoint)
+    with SQLiteCheckpointStore(path, clock=FixedClock()) as store:
+        store.load_sync(checkpoint.stream_arn, name=name)
+        store.save_sync(checkpoint, name=name)
 
 
 def load(path: Path, stream_arn: str, *, name: str = "tail") -> Checkpoint | None:
-    with SQLiteCheckpointStore(path, name=name) as store:
-        return store.load_sync(stream_arn)
+    with SQLiteCheckpointStore(path) as store:
+        return store.load_sync(stream_arn, name=name)
 
 
 def stored_keys(path: Path) -> list[tuple[str, str]]:
@@ -473,6 +475,13 @@ class FakeClient:
     async def resolve_stream(self, stream: str) -> str:
         return ARN_A if stream in ("orders", ARN_A) else ARN_B
 
+    # The command listens to the client's retries and responses (outage notices).
+    def add_retry_listener(self, listener: Callable[..., None]) -> Callable[[], None]:
+        return lambda: None
+
+    def add_response_listener(self, listener: Callable[..., None]) -> Callable[[], None]:
+        return lambda: None
+
 
 class FakeReader:
     """Hands out the script's batches in order, after the start position, and keeps the
@@ -710,6 +719,114 @@ def test_tail_checkpoint_file_that_is_not_a_database(script: Script, tmp_path: P
 
     assert (status, out) == (1, "")
     assert "is not a SQLite database" in one_error_line(err)
+
+
+def test_tail_corrupt_entry_hint_works_when_followed(script: Script, tmp_path: Path) -> None:
+    path = tmp_path / "cp.sqlite"
+    save(path, Checkpoint(ARN_A, {SHARD: SEQ}))
+    corrupt(path, "tail", ARN_A)
+
+    status, _, err = run_cli("tail", "orders", "--checkpoint", str(path))
+    assert status == 1
+    command = shlex.split(one_error_line(err).split("; to start over: ", 1)[1])
+    assert command[:3] == ["ddbstreams", "checkpoints", "reset"]
+
+    assert run_cli(*command[1:])[0] == 0
+    status, out, err = run_cli("tail", "orders", "--checkpoint", str(path))
+    assert (status, err) == (0, "")
+    assert keys_of(out) == [f"k{n}" for n in range(9)]
+
+
+UNUSABLE = ["not-sqlite", "other-database", "directory"]
+
+
+def make_unusable(kind: str, path: Path) -> Callable[[Path], None]:
+    """Put an unusable checkpoint file at ``path``: bytes that are not SQLite, another
+    application's SQLite database, or a directory. Returns a check that what was there is
+    untouched (given where it is now)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "not-sqlite":
+        data = b"not a database at all\n" * 100
+        path.write_bytes(data)
+
+        def same_bytes(where: Path) -> None:
+            assert where.read_bytes() == data
+
+        return same_bytes
+    if kind == "other-database":
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT)")
+            conn.execute("INSERT INTO users (email) VALUES ('a@example.com')")
+            conn.commit()
+
+        def same_rows(where: Path) -> None:
+            with contextlib.closing(sqlite3.connect(where)) as conn:
+                assert conn.execute("SELECT email FROM users").fetchall() == [("a@example.com",)]
+
+        return same_rows
+    path.mkdir()
+    (path / "notes.txt").write_text("mine")
+
+    def same_directory(where: Path) -> None:
+        assert [p.name for p in where.iterdir()] == ["notes.txt"]
+
+    return same_directory
+
+
+def follow_move_hint(line: str, path: Path) -> Path:
+    """Run the command that ``line``'s hint suggests: a ``mv`` of the file out of the way.
+    Returns where the file went."""
+    assert "checkpoints reset" not in line  # that fails on this file with the same error
+    hint = line.split("to start over", 1)[1]
+    assert ": mv " in hint, line
+    command = ["mv", *shlex.split(hint.split(": mv ", 1)[1])[:2]]
+    assert command[:2] == ["mv", str(path)]
+    subprocess.run(command, check=True, timeout=30)
+    assert not path.exists()
+    return Path(command[2])
+
+
+@pytest.mark.parametrize("kind", UNUSABLE)
+def test_tail_unusable_checkpoint_file_says_how_to_start_over(
+    script: Script, tmp_path: Path, kind: str
+) -> None:
+    path = tmp_path / "my checkpoints" / "cp.sqlite"
+    untouched = make_unusable(kind, path)
+
+    status, out, err = run_cli("tail", "orders", "--checkpoint", str(path))
+
+    assert (status, out) == (1, "")
+    moved = follow_move_hint(one_error_line(err), path)
+    untouched(moved)
+    assert script.readers == []
+    status, out, err = run_cli("tail", "orders", "--checkpoint", str(path))
+    assert (status, err) == (0, "")
+    assert keys_of(out) == [f"k{n}" for n in range(9)]
+    assert position(path) == seq(8)
+    untouched(moved)
+
+
+@pytest.mark.parametrize("kind", UNUSABLE)
+def test_reset_unusable_checkpoint_file_says_how_to_start_over(
+    script: Script, tmp_path: Path, kind: str
+) -> None:
+    path = tmp_path / "my checkpoints" / "cp.sqlite"
+    untouched = make_unusable(kind, path)
+    (path.parent / "cp.sqlite.bak").write_text("an older backup, to be kept")
+
+    status, out, err = run_cli("checkpoints", "reset", str(path), "--all", "--yes")
+
+    assert (status, out) == (1, "")
+    line = one_error_line(err)
+    moved = follow_move_hint(line, path)
+    assert moved != path.parent / "cp.sqlite.bak"  # never onto something that exists
+    untouched(moved)
+    assert (path.parent / "cp.sqlite.bak").read_text() == "an older backup, to be kept"
+    # Started over: the next tail prints everything and keeps a checkpoint in a new file.
+    status, out, err = run_cli("tail", "orders", "--checkpoint", str(path))
+    assert (status, err) == (0, "")
+    assert keys_of(out) == [f"k{n}" for n in range(9)]
+    assert stored_keys(path) == [("tail", ARN_A)]
 
 
 def finish_shard_then(script: Script, signum: signal.Signals) -> Callable[[], None]:

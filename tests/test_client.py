@@ -7,6 +7,7 @@ GetRecords parser (driven with synthetic response dicts, no network).
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import zlib
 from collections import deque
@@ -40,6 +41,7 @@ from ddbstreams._errors import (
     TableNotFoundError,
     ThrottledError,
     TrimmedDataError,
+    UnexpectedResponseError,
     ValidationError,
 )
 from ddbstreams._model import Shard
@@ -544,8 +546,13 @@ async def test_malformed_describe_stream_is_a_service_error(
     client: StreamsClient, transport: FakeTransport
 ) -> None:
     transport.script("DescribeStream", {"StreamDescription": {"Shards": []}})
-    with pytest.raises(ServiceError, match="malformed DescribeStream"):
+    with pytest.raises(UnexpectedResponseError) as caught:
         await client.describe_stream_page(ARN)
+    assert isinstance(caught.value, ServiceError)
+    assert str(caught.value) == (
+        f"unexpected response to DescribeStream for stream {ARN} from {ENDPOINT}, which may "
+        "not be DynamoDB: it has no 'StreamArn'"
+    )
 
 
 async def test_list_streams_is_paginated(client: StreamsClient, transport: FakeTransport) -> None:
@@ -860,12 +867,6 @@ def no_aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
 
 
 @pytest.mark.usefixtures("no_aws_env")
-def test_no_region_anywhere_is_a_configuration_error() -> None:
-    with pytest.raises(ConfigurationError, match="AWS_REGION"):
-        StreamsClient()
-
-
-@pytest.mark.usefixtures("no_aws_env")
 def test_region_defaults_for_an_explicit_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
     assert AwsTransport(endpoint_url="http://localhost:8000").region_name == "us-east-1"
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
@@ -1020,3 +1021,197 @@ async def test_raw_parser_checks_the_crc32_header(operation: str) -> None:
         await parser.parse(
             _response(operation, body, crc=zlib.crc32(body) ^ 1), _output_shape(operation)
         )
+
+
+# --------------------------------------------------------------------------- issue 8
+
+
+@pytest.mark.usefixtures("no_aws_env")
+async def test_region_comes_from_the_stream_arn_when_none_is_configured() -> None:
+    arn = "arn:aws:dynamodb:eu-west-3:123456789012:table/Orders/stream/2024-05-01T00:00:00.000"
+    async with StreamsClient() as client:
+        assert await client.resolve_stream(arn) == arn
+        assert client.endpoint_url == "https://streams.dynamodb.eu-west-3.amazonaws.com"
+    # A table name names no region: the error comes with the first call that needs one.
+    async with StreamsClient() as client:
+        with pytest.raises(ConfigurationError, match="no AWS region configured"):
+            await client.resolve_stream("Orders")
+
+
+@pytest.mark.usefixtures("no_aws_env")
+async def test_a_configured_region_wins_over_the_arn(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "ap-south-1")
+    arn = "arn:aws:dynamodb:eu-west-3:123456789012:table/Orders/stream/2024-05-01T00:00:00.000"
+    async with StreamsClient() as client:
+        await client.resolve_stream(arn)
+        assert client.endpoint_url == "https://streams.dynamodb.ap-south-1.amazonaws.com"
+
+
+@pytest.mark.parametrize(
+    "endpoint_url", ["http://127.0.0.1:99999", "http://:8000", "http://[::1", "https://"]
+)
+def test_aws_transport_rejects_unusable_endpoint_urls(endpoint_url: str) -> None:
+    with pytest.raises(ConfigurationError, match="invalid endpoint URL"):
+        AwsTransport(region_name="us-east-1", endpoint_url=endpoint_url)
+
+
+async def test_response_listeners_hear_of_every_successful_call(
+    client: StreamsClient, transport: FakeTransport
+) -> None:
+    heard: list[str] = []
+    remove = client.add_response_listener(heard.append)
+    transport.script("DescribeStream", err("ConnectionError", status=None), description([]))
+    await client.describe_stream(ARN)
+    transport.script("GetShardIterator", err("ValidationException"))
+    with pytest.raises(ValidationError):
+        await client.get_shard_iterator(ARN, sid(1), SHARD_LATEST)
+    remove()
+    transport.script("DescribeStream", description([]))
+    await client.describe_stream(ARN)
+    assert heard == ["DescribeStream"]
+
+
+class _FixedResponses:
+    """A loopback HTTP server answering every request with one fixed 200 response."""
+
+    def __init__(self, body: bytes, content_type: str) -> None:
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length", 0)))
+                self.send_response(200)
+                self.send_header("content-type", content_type)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint_url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+JSON_TYPE = "application/x-amz-json-1.0"
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"[]", JSON_TYPE),
+        (b'"text"', JSON_TYPE),
+        (b'{"StreamDescription": []}', JSON_TYPE),
+        (b'{"StreamDescription": {"Shards": "x"}, "Table": 7}', JSON_TYPE),
+        (b"<html><body><h1>Proxy login</h1></body></html>", "text/html"),
+    ],
+    ids=["list", "string", "wrong-member", "wrong-nested", "html"],
+)
+@pytest.mark.parametrize(
+    ("stream", "operation"), [(ARN, "DescribeStream"), ("Orders", "DescribeTable")]
+)
+def test_unexpected_responses_are_typed_errors_naming_the_operation(
+    monkeypatch: pytest.MonkeyPatch,
+    body: bytes,
+    content_type: str,
+    stream: str,
+    operation: str,
+) -> None:
+    import ddbstreams
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
+    server = _FixedResponses(body, content_type)
+    try:
+        with pytest.raises(UnexpectedResponseError) as caught:
+            list(ddbstreams.read(stream, endpoint_url=server.endpoint_url, region_name="us-east-1"))
+    finally:
+        server.close()
+    message = str(caught.value)
+    assert isinstance(caught.value, ServiceError)
+    assert f"unexpected response to {operation}" in message
+    assert server.endpoint_url in message
+    assert "KeyError" not in message
+    assert "AttributeError" not in message
+
+
+HAS_PROC = os.path.isdir("/proc")
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (Linux /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.usefixtures("no_aws_env")
+async def test_credential_resolution_is_bounded_in_time(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pid_file = tmp_path / "pid"
+    config = tmp_path / "config"
+    config.write_text(
+        "[profile slow]\n"
+        f"credential_process = sh -c 'echo $$ > {pid_file}; exec sleep 60'\n"
+        "region = us-east-1\n"
+    )
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with StreamsClient(
+        profile_name="slow", endpoint_url="http://127.0.0.1:9", credentials_timeout=0.5
+    ) as client:
+        with pytest.raises(CredentialsError) as caught:
+            await client.describe_stream(ARN)
+    assert loop.time() - started < 10
+    message = str(caught.value)
+    assert "credential_process" in message
+    assert "'slow'" in message
+    assert "sleep 60" in message
+    assert "0.5 s" in message
+    if HAS_PROC:
+        pid = int(pid_file.read_text())
+        deadline = loop.time() + 5
+        while _running(pid):  # killed, not left to run on by itself
+            assert loop.time() < deadline, f"credential_process {pid} still runs"
+            await asyncio.sleep(0.05)
+
+
+def test_credentials_timeout_is_a_connection_argument(transport: FakeTransport) -> None:
+    with pytest.raises(ConfigurationError, match="credentials_timeout"):
+        StreamsClient(transport=transport, credentials_timeout=1.0)
+    with pytest.raises(ConfigurationError, match="positive"):
+        AwsTransport(region_name="us-east-1", credentials_timeout=0.0)
+
+
+# --------------------------------------------------------------------------- checkpoint JSON
+
+
+def test_checkpoint_from_json_accepts_the_dict_and_its_json_text() -> None:
+    from ddbstreams._errors import CheckpointError
+    from ddbstreams._position import Checkpoint
+
+    checkpoint = Checkpoint(
+        ARN,
+        {sid(1): "000000000000000000042"},
+        frozenset({sid(0)}),
+        {sid(2): SHARD_TRIM_HORIZON},
+    )
+    document = checkpoint.to_json()
+    text = orjson.dumps(document).decode()
+    assert Checkpoint.from_json(document) == checkpoint
+    assert Checkpoint.from_json(text) == checkpoint
+    assert Checkpoint.from_json(text.encode()) == checkpoint
+    assert Checkpoint.from_json(bytearray(text.encode())) == checkpoint
+    for bad in ("{not json", b"\xff\xfe", "[]", '"text"'):
+        with pytest.raises(CheckpointError, match="corrupt checkpoint"):
+            Checkpoint.from_json(bad)

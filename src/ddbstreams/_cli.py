@@ -2,20 +2,27 @@
 
 ``main(argv)`` returns the exit status; the console script exits with it. Exit statuses:
 0 success (also when the reader of our output goes away, e.g. ``| head``, and when
-``tail --follow`` is stopped by Ctrl-C/SIGINT or SIGTERM: a stop the user asked for is
-success), 1 runtime error (unknown stream, unreachable endpoint, credentials, unusable
+``tail --follow`` is stopped by Ctrl-C/SIGINT, SIGTERM or SIGHUP: a stop the user asked
+for is success), 1 runtime error (unknown stream, unreachable endpoint, credentials, unusable
 checkpoint file...; also a declined ``checkpoints reset`` confirmation), 2 usage error (bad
 option, bad ``--from``, malformed ARN, ``checkpoints reset`` without ``--yes`` and without a
 terminal to confirm on), 130 a single-pass ``tail``, ``describe`` or ``demo`` interrupted by
 Ctrl-C before it finished.
 
-``tail --follow`` runs until stopped. SIGINT and SIGTERM are handled on the event loop: the
-first one stops the reader (every shard fetcher ends, the client is closed) after the batch
-being written, if any, has been written and flushed, then the command exits 0 without a
-traceback; the previous signal handlers are restored afterwards. Output is flushed after
-every batch, so a pipe reader sees records as they arrive. ``--verbose`` logs the reader's
-events (shards started and finished, throttling, trimmed records...) on stderr, one line
-each; stdout only ever carries records.
+``tail --follow`` runs until stopped. SIGINT, SIGTERM and SIGHUP (a closed terminal or SSH
+session) are handled on the event loop: the first one stops the reader (every shard fetcher
+ends, the client is closed) after the batch being written, if any, has been written and
+flushed, then the command exits 0 without a traceback; the previous signal handlers are
+restored afterwards. Output is flushed after every batch, so a pipe reader sees records as
+they arrive. ``--verbose`` logs the reader's events (shards started and finished,
+throttling, trimmed records...) and every retried request (timeouts included) on stderr,
+one line each; stdout only ever carries records. Without ``--verbose`` a follow still says
+on stderr when the stream has been unreachable (the client's retries spent; rate-limited)
+and when it is reachable again, so that an outage does not pass for a quiet stream, and why
+it ended when the stream was disabled (table deleted, stream turned off) and every record
+had been read. ``--connect-timeout``, ``--read-timeout`` and ``--credentials-timeout``
+(seconds) bound each connection, each response and the resolving of credentials (a hung
+``credential_process``).
 
 ``tail --checkpoint FILE [--name NAME]`` keeps its position in a SQLite checkpoint file
 (:class:`~ddbstreams.SQLiteCheckpointStore`, one checkpoint per name and stream; the name
@@ -25,7 +32,7 @@ Lambda and the KCL: ``--from`` only applies when none is stored (if both are pre
 line on stderr says that the checkpoint wins). The position is saved after every batch, once
 the batch has been written and flushed, so a saved checkpoint never covers a record that was
 not printed; and once more at exit, however the run ends (end of the single pass,
-``--max-records``, SIGINT/SIGTERM, an error), except after a failed write. ``--max-records``
+``--max-records``, SIGINT/SIGTERM/SIGHUP, an error), except after a failed write. ``--max-records``
 takes no more records from the reader than it prints, so the next run starts at the next
 record. A checkpoint that cannot be used (corrupt file or entry, positions trimmed from the
 stream) is an error with a hint on how to start over; records are never skipped silently.
@@ -37,9 +44,11 @@ confirmation on a terminal or with ``--yes``. Both filter by ``--name`` and ``--
 AWS), and reset deletes exactly what show lists with the same filters.
 
 Errors a user can cause are reported as exactly one line on stderr,
-``ddbstreams: error: <message>``, never as a traceback. An unexpected internal error is
-reported the same way (prefixed ``internal error``); set ``DDBSTREAMS_DEBUG=1`` to get its
-traceback.
+``ddbstreams: error: <message>``, never as a traceback; so is output that cannot be written
+(stdout closed, disk full). An unexpected internal error is reported the same way (prefixed
+``internal error``); set ``DDBSTREAMS_DEBUG=1`` to get its traceback. Warnings that
+libraries log (botocore's about credentials, say) are one line too,
+``ddbstreams: warning: <message>``; with ``--verbose`` they keep their traceback.
 
 Output formats live in :mod:`ddbstreams._render` (pure). This module only parses
 arguments, drives the reader, the client and the checkpoint store, and writes bytes.
@@ -50,6 +59,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
+import math
 import os
 import shlex
 import signal
@@ -57,24 +68,28 @@ import sys
 import traceback
 from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
 from ddbstreams import _render
 from ddbstreams._arn import is_table_name, parse_stream_arn
-from ddbstreams._client import StreamsClient
-from ddbstreams._clock import SystemClock
+from ddbstreams._client import RetryNotice, StreamsClient
+from ddbstreams._clock import Clock, SystemClock
 from ddbstreams._decode import DefaultParser, RawParser
 from ddbstreams._encode import encode_item
 from ddbstreams._errors import (
+    CheckpointConflictError,
     CheckpointError,
+    CheckpointFileError,
     ConfigurationError,
     DDBStreamsError,
+    EndpointConnectionError,
     InvalidStreamArnError,
     TrimmedDataError,
 )
-from ddbstreams._events import ReaderError, ReaderEvent
+from ddbstreams._events import ReaderError, ReaderEvent, RequestRetried, StreamDisabled, Throttled
 from ddbstreams._model import Record
 from ddbstreams._position import (
     LATEST,
@@ -93,7 +108,10 @@ __all__ = ["main", "parse_position"]
 
 _PROG = "ddbstreams"
 _POSITION_FORMS = "trim-horizon, latest, at:SEQ or after:SEQ (SEQ: a sequence number of digits)"
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# SIGHUP: the terminal or SSH session of a follow went away, which is a stop like Ctrl-C.
+_STOP_SIGNALS = tuple(
+    s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None
+)
 _TAIL_CHECKPOINT_NAME = "tail"
 """Default ``--name`` of ``tail --checkpoint``: not the stores' ``default``, which consumers
 use, so that tailing a stream never moves a consumer's checkpoint."""
@@ -160,6 +178,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
 def _add_connection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--endpoint-url",
@@ -167,7 +195,39 @@ def _add_connection_options(parser: argparse.ArgumentParser) -> None:
         help="endpoint of DynamoDB and DynamoDB Streams (e.g. DynamoDB Local); default: AWS",
     )
     parser.add_argument(
-        "--region", metavar="REGION", help="AWS region; default: from the AWS configuration"
+        "--region",
+        metavar="REGION",
+        help=(
+            "AWS region; default: from the AWS configuration, else the region of a STREAM "
+            "given as an ARN"
+        ),
+    )
+    parser.add_argument(
+        "--connect-timeout",
+        metavar="SECONDS",
+        type=_positive_seconds,
+        default=5.0,
+        help="how long to wait for a connection to the endpoint (default: %(default)g)",
+    )
+    parser.add_argument(
+        "--read-timeout",
+        metavar="SECONDS",
+        type=_positive_seconds,
+        default=30.0,
+        help=(
+            "how long to wait for a response; each request is tried up to 3 times when "
+            "none comes (default: %(default)g)"
+        ),
+    )
+    parser.add_argument(
+        "--credentials-timeout",
+        metavar="SECONDS",
+        type=_positive_seconds,
+        default=60.0,
+        help=(
+            "how long resolving AWS credentials may take, e.g. a credential_process or SSO "
+            "(default: %(default)g)"
+        ),
     )
 
 
@@ -195,11 +255,11 @@ def _build_parser() -> _ArgumentParser:
             "is stored). The position is saved after every batch, once it has been printed, "
             "and at exit (end of the pass, --max-records, Ctrl-C, SIGTERM), so the next run "
             "prints what this one did not. A checkpoint that cannot be used (corrupt, or its "
-            "records trimmed from the stream) is an error, never skipped silently; 'ddbstreams "
-            "checkpoints reset' starts over. "
-            "Exit status: 0 on success, including a --follow stopped by Ctrl-C (SIGINT) or "
-            "SIGTERM, or by --max-records; 1 on a runtime error; 2 on a usage error; 130 "
-            "when a run without --follow is interrupted."
+            "records trimmed from the stream) is an error, never skipped silently; the error "
+            "says how to start over ('ddbstreams checkpoints reset' for a checkpoint). "
+            "Exit status: 0 on success, including a --follow stopped by Ctrl-C (SIGINT), "
+            "SIGTERM or SIGHUP, or by --max-records; 1 on a runtime error; 2 on a usage error; "
+            "130 when a run without --follow is interrupted."
         ),
     )
     tail.add_argument("stream", metavar="STREAM", help="stream ARN or source table name")
@@ -235,8 +295,9 @@ def _build_parser() -> _ArgumentParser:
         "--follow",
         action="store_true",
         help=(
-            "keep printing changes as they are written until interrupted; Ctrl-C (SIGINT) "
-            "or SIGTERM stops cleanly with exit status 0"
+            "keep printing changes as they are written until interrupted; Ctrl-C (SIGINT), "
+            "SIGTERM or SIGHUP stops cleanly with exit status 0; says on stderr when the "
+            "stream is unreachable and when it is back, or when it was disabled"
         ),
     )
     tail.add_argument(
@@ -267,7 +328,8 @@ def _build_parser() -> _ArgumentParser:
         action="store_true",
         help=(
             "log the reader's progress on stderr, one line per event (shard started or "
-            "finished, throttled, retried, records trimmed...)"
+            "finished, each request retried or throttled, records trimmed...); library "
+            "warnings with their traceback"
         ),
     )
     _add_connection_options(tail)
@@ -367,11 +429,16 @@ def _version() -> str:
 # -- output -------------------------------------------------------------------------------
 
 
+class _OutputError(DDBStreamsError):
+    """stdout cannot be written: closed, full disk, I/O error (exit status 1)."""
+
+
 class _Output:
     """Buffered binary output: many writes, one flush per batch of records.
 
     Writes go to the binary buffer of the text stream (no per-line encoding layer). A
-    BrokenPipeError (the reader of our output went away) propagates to :func:`main`.
+    BrokenPipeError (the reader of our output went away) propagates to :func:`main`; any
+    other failure to write is an :class:`_OutputError`.
     """
 
     __slots__ = ("_binary", "_text")
@@ -394,18 +461,33 @@ class _Output:
         return encoding.startswith("utf8")
 
     def write(self, data: bytes) -> None:
-        if self._binary is not None:
-            self._binary.write(data)
-        else:
-            self._text.write(data.decode("utf-8"))
+        with self._errors():
+            if self._binary is not None:
+                self._binary.write(data)
+            else:
+                self._text.write(data.decode("utf-8"))
 
     def write_text(self, text: str) -> None:
         self.write(text.encode("utf-8"))
 
     def flush(self) -> None:
-        if self._binary is not None:
-            self._binary.flush()
-        self._text.flush()
+        with self._errors():
+            if self._binary is not None:
+                self._binary.flush()
+            self._text.flush()
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except BrokenPipeError:
+            raise  # the reader went away: a normal end (see main)
+        except OSError as exc:
+            raise _OutputError(f"cannot write output: {exc.strerror or exc}") from exc
+        except ValueError as exc:
+            if not getattr(self._text, "closed", False):
+                raise
+            raise _OutputError("cannot write output: stdout is closed") from exc
 
 
 def _use_color(out: _Output) -> bool:
@@ -449,7 +531,157 @@ def _print_event(event: ReaderEvent) -> None:
     # An error that ends the read is reported once, as the command's error line.
     if isinstance(event, ReaderError) and not event.retrying:
         return
+    # The client's retry listener reports every retry (see _Watch.on_retry), also those
+    # made before the reader has started and subscribed to the client.
+    if isinstance(event, Throttled | RequestRetried):
+        return
     _note(_render.event_to_text(event))
+
+
+def _retry_event(notice: RetryNotice) -> Throttled | RequestRetried:
+    if notice.throttled:
+        return Throttled(notice.operation, notice.shard_id, notice.attempt, notice.delay)
+    return RequestRetried(
+        notice.operation, notice.shard_id, notice.code, notice.attempt, notice.delay
+    )
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+class _OutageNotices:
+    """Tells on stderr when a follow cannot read the stream, and when it can again.
+
+    A follow retries through an outage for as long as it lasts, so without a word an outage
+    would pass for a quiet stream. An outage starts at the first failed call after a
+    success (:meth:`failed`) and is told once the client has spent its retries on a call
+    (:meth:`gave_up`, from the reader's retrying ReaderError): at once, then again every
+    ``remind_every`` seconds while it lasts. The next successful call (:meth:`succeeded`)
+    ends it and is told when the outage was. An outage is not told sooner than
+    ``quiet_for`` seconds after the previous notice, so that a flapping endpoint cannot
+    flood stderr. Time comes from ``clock`` (seconds).
+    """
+
+    __slots__ = (
+        "_clock",
+        "_last_notice",
+        "_quiet_for",
+        "_remind_every",
+        "_say",
+        "_since",
+        "_told_at",
+        "_unreachable",
+    )
+
+    def __init__(
+        self,
+        clock: Clock,
+        say: Callable[[str], None],
+        *,
+        quiet_for: float = 30.0,
+        remind_every: float = 300.0,
+    ) -> None:
+        self._clock = clock
+        self._say = say
+        self._quiet_for = quiet_for
+        self._remind_every = remind_every
+        self._since: tuple[float, float] | None = None  # (monotonic, epoch) of the first failure
+        self._told_at: float | None = None
+        self._last_notice: float | None = None
+        self._unreachable = True
+
+    def failed(self) -> None:
+        if self._since is None:
+            self._since = (self._clock.monotonic(), self._clock.time())
+
+    def gave_up(self, error: BaseException) -> None:
+        self.failed()
+        assert self._since is not None
+        now = self._clock.monotonic()
+        started, epoch = self._since
+        since = datetime.fromtimestamp(epoch, UTC).strftime("%H:%M:%S UTC")
+        if self._told_at is None:
+            if self._last_notice is not None and now - self._last_notice < self._quiet_for:
+                return
+            self._unreachable = isinstance(error, EndpointConnectionError)
+            what = "stream unreachable" if self._unreachable else "stream reads failing"
+            self._say(f"{what} since {since}, still trying: {_one_line(error)}")
+        elif now - self._told_at >= self._remind_every:
+            what = "stream still unreachable" if self._unreachable else "stream reads still failing"
+            self._say(
+                f"{what} (since {since}, {now - started:.0f} s ago), still trying: "
+                f"{_one_line(error)}"
+            )
+        else:
+            return
+        self._told_at = self._last_notice = now
+
+    def succeeded(self) -> None:
+        if self._since is None:
+            return
+        if self._told_at is not None:
+            now = self._clock.monotonic()
+            lasted = f"{now - self._since[0]:.0f} s"
+            if self._unreachable:
+                self._say(f"stream reachable again (unreachable for {lasted})")
+            else:
+                self._say(f"stream reads succeed again (failing for {lasted})")
+            self._last_notice = now
+        self._since = self._told_at = None
+
+
+class _Watch:
+    """What a tail learns from its reader's events and its client's calls, said on stderr.
+
+    With ``verbose`` every event and every retried request is a line. In follow mode,
+    outages are told without ``verbose`` too (:class:`_OutageNotices`), and
+    ``stream_disabled`` records that the reader saw the stream being disabled.
+    """
+
+    __slots__ = ("_outage", "_verbose", "stream_disabled")
+
+    def __init__(self, *, verbose: bool, follow: bool, clock: Clock | None = None) -> None:
+        self._verbose = verbose
+        self.stream_disabled = False
+        self._outage = (
+            _OutageNotices(clock if clock is not None else SystemClock(), _note) if follow else None
+        )
+
+    def attach(self, client: StreamsClient) -> None:
+        client.add_retry_listener(self.on_retry)
+        client.add_response_listener(self.on_response)
+
+    def on_event(self, event: ReaderEvent) -> None:
+        if isinstance(event, StreamDisabled):
+            self.stream_disabled = True
+        elif isinstance(event, ReaderError) and event.retrying and self._outage is not None:
+            self._outage.gave_up(event.error)
+        if self._verbose:
+            _print_event(event)
+
+    def on_retry(self, notice: RetryNotice) -> None:
+        if self._outage is not None:
+            self._outage.failed()
+        if self._verbose:
+            _note(_render.event_to_text(_retry_event(notice)))
+
+    def on_response(self, operation: str) -> None:
+        if self._outage is not None:
+            self._outage.succeeded()
+
+
+def _streams_client(args: argparse.Namespace, watch: _Watch | None = None) -> StreamsClient:
+    client = StreamsClient(
+        endpoint_url=args.endpoint_url,
+        region_name=args.region,
+        connect_timeout=args.connect_timeout,
+        read_timeout=args.read_timeout,
+        credentials_timeout=args.credentials_timeout,
+    )
+    if watch is not None:
+        watch.attach(client)
+    return client
 
 
 @contextlib.contextmanager
@@ -511,22 +743,13 @@ async def _tail(args: argparse.Namespace, out: _Output) -> int:
 
     else:
         render = _render.record_to_jsonl
-    on_event = _print_event if args.verbose else None
+    watch = _Watch(verbose=args.verbose, follow=args.follow)
     announce = args.verbose or (args.follow and _stderr_is_terminal())
     work: Coroutine[Any, Any, None]
     if args.checkpoint is None:
-        reader = StreamReader(
-            args.stream,
-            start=args.start if args.start is not None else TRIM_HORIZON,
-            follow=args.follow,
-            endpoint_url=args.endpoint_url,
-            region_name=args.region,
-            parser=parser,
-            on_event=on_event,
-        )
-        work = _copy(reader, render, out, args.max_records, verbose=args.verbose, announce=announce)
+        work = _tail_plain(args, parser, render, out, watch, announce=announce)
     else:
-        work = _tail_checkpointed(args, parser, render, out, on_event, announce=announce)
+        work = _tail_checkpointed(args, parser, render, out, watch, announce=announce)
     if not args.follow:
         # Ctrl-C: asyncio.run cancels this task (the reader stops, the checkpoint is saved)
         # and raises KeyboardInterrupt, reported by main() as status 130.
@@ -546,13 +769,45 @@ async def _tail(args: argparse.Namespace, out: _Output) -> int:
     return 0
 
 
+async def _tail_plain(
+    args: argparse.Namespace,
+    parser: RawParser | DefaultParser,
+    render: Callable[[Record], bytes],
+    out: _Output,
+    watch: _Watch,
+    *,
+    announce: bool,
+) -> None:
+    """``tail`` without a checkpoint file."""
+    async with _streams_client(args, watch) as client:
+        reader = StreamReader(
+            args.stream,
+            start=args.start if args.start is not None else TRIM_HORIZON,
+            follow=args.follow,
+            client=client,
+            parser=parser,
+            on_event=watch.on_event,
+        )
+        await _copy(
+            reader,
+            render,
+            out,
+            args.max_records,
+            verbose=args.verbose,
+            announce=announce,
+            watch=watch,
+        )
+
+
 class _CheckpointSaver:
-    """Saves a reader's checkpoint to a store, skipping saves that would change nothing."""
+    """Saves a reader's checkpoint to a store under ``name``, skipping saves that would
+    change nothing."""
 
-    __slots__ = ("_saved", "failed", "store")
+    __slots__ = ("_saved", "failed", "name", "store")
 
-    def __init__(self, store: SQLiteCheckpointStore, loaded: Checkpoint | None) -> None:
+    def __init__(self, store: SQLiteCheckpointStore, name: str, loaded: Checkpoint | None) -> None:
         self.store = store
+        self.name = name
         self.failed = False
         self._saved = loaded
 
@@ -560,7 +815,7 @@ class _CheckpointSaver:
         if checkpoint == self._saved:
             return
         try:
-            await self.store.save(checkpoint)
+            await self.store.save(checkpoint, name=self.name)
         except BaseException:
             self.failed = True
             raise
@@ -582,7 +837,7 @@ async def _tail_checkpointed(
     parser: RawParser | DefaultParser,
     render: Callable[[Record], bytes],
     out: _Output,
-    on_event: Callable[[ReaderEvent], None] | None,
+    watch: _Watch,
     *,
     announce: bool,
 ) -> None:
@@ -592,17 +847,23 @@ async def _tail_checkpointed(
     checkpoint (keyed by stream ARN) decides the reader's start position.
     """
     name = args.name if args.name is not None else _TAIL_CHECKPOINT_NAME
-    store = SQLiteCheckpointStore(args.checkpoint, name=name)
+    store = SQLiteCheckpointStore(args.checkpoint)
     where = f"{store.path} (name {name!r})"
     try:
-        async with StreamsClient(endpoint_url=args.endpoint_url, region_name=args.region) as client:
+        async with _streams_client(args, watch) as client:
             stream_arn = await client.resolve_stream(args.stream)
             hint = (
                 f"to start over: {_PROG} checkpoints reset {shlex.quote(str(store.path))} "
                 f"--name {shlex.quote(name)} --stream {stream_arn} --yes"
             )
             try:
-                stored = await store.load(stream_arn)
+                stored = await store.load(stream_arn, name=name)
+            except CheckpointFileError as exc:
+                # Nothing in the file can be reset: it has to go (or another file be used).
+                moving = _move_away_hint(exc.path)
+                raise CheckpointError(
+                    f"{exc}; {moving} (or use another --checkpoint FILE)"
+                ) from exc
             except CheckpointError as exc:
                 raise CheckpointError(f"{exc}; {hint}") from exc
             start: StartPosition
@@ -628,12 +889,12 @@ async def _tail_checkpointed(
                 follow=args.follow,
                 client=client,
                 parser=parser,
-                on_event=on_event,
+                on_event=watch.on_event,
                 # Skipping trimmed records would silently move a checkpoint past records
                 # that were never printed.
                 on_trimmed="raise",
             )
-            saver = _CheckpointSaver(store, stored)
+            saver = _CheckpointSaver(store, name, stored)
             try:
                 await _copy(
                     reader,
@@ -643,10 +904,18 @@ async def _tail_checkpointed(
                     verbose=args.verbose,
                     announce=announce,
                     saver=saver,
+                    watch=watch,
                 )
             except TrimmedDataError as exc:
                 raise TrimmedDataError(f"{exc}; {hint}") from exc
             except CheckpointError as exc:
+                if saver.failed and _is_conflict(exc):
+                    # The store's "reload it" is advice for a program; on a command line the
+                    # cause is a second tail (or consumer) using the same name.
+                    raise CheckpointConflictError(
+                        f"another process uses the same checkpoint name {name!r} in "
+                        f"{store.path}: give each tail its own --name"
+                    ) from exc
                 if saver.failed:
                     raise
                 raise CheckpointError(f"{exc}; {hint}") from exc
@@ -654,6 +923,10 @@ async def _tail_checkpointed(
                 _note(f"checkpoint saved in {where}")
     finally:
         await store.close()
+
+
+def _is_conflict(error: CheckpointError) -> bool:
+    return isinstance(error, CheckpointConflictError)
 
 
 async def _aclose(iterator: AsyncIterator[Any]) -> None:
@@ -699,6 +972,7 @@ async def _copy(
     verbose: bool,
     announce: bool | None = None,
     saver: _CheckpointSaver | None = None,
+    watch: _Watch | None = None,
 ) -> None:
     """Start ``reader``, write its records (at most ``limit``) and stop it, however this ends.
 
@@ -706,10 +980,12 @@ async def _copy(
     only happens while waiting for the next batch or for a checkpoint save, never halfway
     through writing a batch: writing and flushing do not await. With ``saver``, the
     reader's checkpoint is saved after each batch is flushed, and at the end unless
-    writing a batch failed (it would cover records that were not printed).
+    writing a batch failed (it would cover records that were not printed). A follow that
+    ends by itself because ``watch`` saw the stream disabled says so.
     """
     started = False
     writing = False
+    printed = 0
     try:
         async with reader:
             started = True
@@ -725,8 +1001,16 @@ async def _copy(
                     # watching or a pipe reader, cheap for a pipe.
                     out.flush()
                     writing = False
+                    printed += len(batch)
                     if saver is not None:
                         await saver.save(reader.checkpoint())
+            ended_by_itself = limit is None or printed < limit
+            if reader.follow and ended_by_itself and watch is not None and watch.stream_disabled:
+                # Otherwise a follow that stops with status 0 and no word looks like a crash.
+                _note(
+                    f"stream {reader.stream_arn} was disabled (table deleted or stream turned "
+                    "off); every record it holds was read"
+                )
     except BaseException as exc:
         if verbose and started:
             _note("reader stopped")
@@ -744,7 +1028,7 @@ def _cmd_describe(args: argparse.Namespace, out: _Output) -> int:
 
 
 async def _describe(args: argparse.Namespace, out: _Output) -> int:
-    async with StreamsClient(endpoint_url=args.endpoint_url, region_name=args.region) as client:
+    async with _streams_client(args) as client:
         stream_arn = await client.resolve_stream(args.stream)
         description = await client.describe_stream(stream_arn)
     if args.json:
@@ -779,6 +1063,20 @@ def _stream_filter(stream: str | None) -> Callable[[str], bool]:
             return False
 
     return same_table
+
+
+def _move_away_hint(path: Path) -> str:
+    """How to start over from an unusable checkpoint file (see CheckpointFileError): move it
+    to a name that is free, so that nothing else is overwritten."""
+    backup = path.with_name(f"{path.name}.bak")
+    number = 1
+    while backup.exists() or backup.is_symlink():
+        number += 1
+        backup = path.with_name(f"{path.name}.bak{number}")
+    return (
+        f"to start over, move it out of the way: mv {shlex.quote(str(path))} "
+        f"{shlex.quote(str(backup))}"
+    )
 
 
 def _checkpoint_file(text: str) -> Path:
@@ -847,6 +1145,11 @@ def _cmd_checkpoints_reset(args: argparse.Namespace, out: _Output) -> int:
     try:
         with SQLiteCheckpointStore(path) as store:
             listed = store.list_sync()
+    except CheckpointFileError as exc:
+        raise CheckpointError(
+            f"{exc}; nothing in it can be reset; {_move_away_hint(exc.path)} (a missing file "
+            "holds no checkpoints)"
+        ) from exc
     except CheckpointError as exc:
         if "corrupt checkpoint" not in str(exc):
             raise  # the file itself is unusable: nothing can be reset in it
@@ -879,9 +1182,9 @@ def _cmd_checkpoints_reset(args: argparse.Namespace, out: _Output) -> int:
         if not _confirm(f"reset {count} in {path}?"):
             _note("nothing reset")
             return 1
-    for name, arn, _ in targets:
-        with SQLiteCheckpointStore(path, name=name) as named:
-            named.clear_sync(arn)
+    with SQLiteCheckpointStore(path) as store:
+        for name, arn, _ in targets:
+            store.clear_sync(arn, name=name)
     out.write_text("".join(f"reset {line}\n" for line in lines))
     out.flush()
     return 0
@@ -1055,13 +1358,54 @@ def _cmd_demo(args: argparse.Namespace, out: _Output) -> int:
 
 def _error(message: str) -> None:
     line = " ".join(message.split()) or "unknown error"
-    sys.stderr.write(f"{_PROG}: error: {line}\n")
-    sys.stderr.flush()
+    if sys.stderr is not None:  # closed too: the exit status is all there is
+        sys.stderr.write(f"{_PROG}: error: {line}\n")
+        sys.stderr.flush()
 
 
 def _describe_error(exc: BaseException) -> str:
     text = str(exc).strip()
     return text or type(exc).__name__
+
+
+class _StderrLogHandler(logging.Handler):
+    """Log records of libraries (WARNING and above) as ``ddbstreams: warning: ...`` lines.
+
+    One line each, the exception named in brackets, unless ``verbose`` keeps the
+    traceback: botocore logs some credential failures with a traceback that Python's
+    last-resort handler would print in full before the command's one-line error.
+    """
+
+    def __init__(self, *, verbose: bool) -> None:
+        super().__init__(logging.WARNING)
+        self._verbose = verbose
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = " ".join(record.getMessage().split())
+            error = record.exc_info[1] if record.exc_info else None
+            if error is not None:
+                line += f" ({type(error).__name__}: {_one_line(error)})"
+            text = f"{_PROG}: warning: {line}\n"
+            if self._verbose and record.exc_info:
+                text += "".join(traceback.format_exception(*record.exc_info))
+            if sys.stderr is not None:
+                sys.stderr.write(text)
+                sys.stderr.flush()
+        except Exception:
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def _logging_to_stderr(*, verbose: bool) -> Iterator[None]:
+    """Send library log records through :class:`_StderrLogHandler` while a command runs."""
+    root = logging.getLogger()
+    handler = _StderrLogHandler(verbose=verbose)
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
 
 
 def _silence_stdout() -> None:
@@ -1087,15 +1431,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except SystemExit as exc:  # --help and --version print and "exit" successfully
         return exc.code if isinstance(exc.code, int) else 0
+    if sys.stdout is None:  # started with stdout closed (`>&-`)
+        _error("cannot write output: stdout is closed")
+        return 1
     out = _Output(sys.stdout)
     try:
-        status: int = args.handler(args, out)
+        with _logging_to_stderr(verbose=getattr(args, "verbose", False)):
+            status: int = args.handler(args, out)
         return status
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         _silence_stdout()
         return 0
+    except _OutputError as exc:
+        # What could not be written is still buffered: the interpreter's final flush would
+        # fail again and print a traceback.
+        _silence_stdout()
+        _error(str(exc))
+        return 1
     except _UsageError as exc:
         _error(str(exc))
         return 2

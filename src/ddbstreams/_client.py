@@ -5,6 +5,9 @@ default, or the stream simulator), retries retryable failures with capped expone
 backoff and full jitter (waiting through an injectable clock), follows pagination, and maps
 every :class:`~ddbstreams._transport.TransportError` to the library's exception tree in one
 function, :func:`map_transport_error`.
+
+When no region is configured, the region of the first stream ARN the client is asked about
+is used (an ARN names its region); a source table name names none.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from ddbstreams._errors import (
     TableNotFoundError,
     ThrottledError,
     TrimmedDataError,
+    UnexpectedResponseError,
     ValidationError,
 )
 from ddbstreams._model import RecordsPage, Shard, StreamDescription, StreamStatus, StreamSummary
@@ -55,6 +59,7 @@ from ddbstreams._transport import Transport, TransportError
 
 __all__ = [
     "DESCRIBE_STREAM_PAGE_LIMIT",
+    "ResponseListener",
     "RetryListener",
     "RetryNotice",
     "StreamsClient",
@@ -73,6 +78,7 @@ _LIST_STREAMS_PAGE_LIMIT: Final = 100
 _DEFAULT_CONNECT_TIMEOUT: Final = 5.0
 _DEFAULT_READ_TIMEOUT: Final = 30.0
 _DEFAULT_MAX_POOL_CONNECTIONS: Final = 64
+_DEFAULT_CREDENTIALS_TIMEOUT: Final = 60.0
 
 _VALIDATION_CODES: Final = frozenset(
     {
@@ -114,6 +120,9 @@ class RetryNotice:
 
 
 RetryListener = Callable[[RetryNotice], None]
+
+ResponseListener = Callable[[str], None]
+"""Called with the operation name after each call that got a successful response."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +207,14 @@ def map_transport_error(
         return AccessDeniedError(f"access denied: {operation} on {what} {detail}")
     if code == "NoCredentials":
         return CredentialsError(f"no usable AWS credentials found {detail}: {_CREDENTIALS_HELP}")
+    if code == "CredentialsTimeout":
+        return CredentialsError(f"no AWS credentials: {error.message}")
+    if code == "ResponseParserError":
+        where = endpoint if endpoint is not None else "the endpoint"
+        return UnexpectedResponseError(
+            f"unexpected response to {operation} for {what} from {where}, which may not be "
+            f"DynamoDB: {error.message}"
+        )
     if code in CREDENTIALS_CODES:
         return CredentialsError(
             f"the service rejected the AWS credentials when calling {operation} {detail}: "
@@ -265,7 +282,8 @@ class StreamsClient:
     (endpoint URL, region, credentials, profile; ``None`` means the usual AWS environment,
     config files and profile). With ``transport`` the connection arguments must be left
     unset (:class:`ConfigurationError` otherwise), and the client owns the transport from
-    then on: :meth:`close` closes it.
+    then on: :meth:`close` closes it. Durations (``connect_timeout``, ``read_timeout``,
+    ``credentials_timeout``: how long resolving credentials may take) are seconds.
 
     Retryable failures (throttling, 5xx, connection errors, timeouts) are retried according
     to ``retry`` (a :class:`RetryPolicy`), sleeping through ``clock`` with jitter drawn from
@@ -290,6 +308,7 @@ class StreamsClient:
         read_timeout: float = _DEFAULT_READ_TIMEOUT,
         max_pool_connections: int = _DEFAULT_MAX_POOL_CONNECTIONS,
         rng: random.Random | None = None,
+        credentials_timeout: float = _DEFAULT_CREDENTIALS_TIMEOUT,
     ) -> None:
         if transport is None:
             from ddbstreams._aws import AwsTransport
@@ -304,6 +323,7 @@ class StreamsClient:
                 connect_timeout=connect_timeout,
                 read_timeout=read_timeout,
                 max_pool_connections=max_pool_connections,
+                credentials_timeout=credentials_timeout,
             )
         else:
             given = {
@@ -321,6 +341,8 @@ class StreamsClient:
                 conflicting.append("read_timeout")
             if max_pool_connections != _DEFAULT_MAX_POOL_CONNECTIONS:
                 conflicting.append("max_pool_connections")
+            if credentials_timeout != _DEFAULT_CREDENTIALS_TIMEOUT:
+                conflicting.append("credentials_timeout")
             if conflicting:
                 raise ConfigurationError(
                     "pass either transport= or connection arguments, not both "
@@ -332,6 +354,9 @@ class StreamsClient:
         self._rng = rng if rng is not None else random.Random()
         self._closed = False
         self._retry_listeners: list[RetryListener] = []
+        self._response_listeners: list[ResponseListener] = []
+        # Only a transport that knows no region yet can take the one of a stream ARN.
+        self._needs_region = getattr(transport, "region_name", "") is None
 
     def add_retry_listener(self, listener: RetryListener) -> Callable[[], None]:
         """Call ``listener`` before every retry sleep; returns a function that removes it.
@@ -346,6 +371,32 @@ class StreamsClient:
                 self._retry_listeners.remove(listener)
 
         return remove
+
+    def add_response_listener(self, listener: ResponseListener) -> Callable[[], None]:
+        """Call ``listener(operation)`` after every call that got a successful response
+        (retried or not); returns a function that removes it.
+
+        With :meth:`add_retry_listener` it tells when the service became reachable again
+        after failures. Listeners run on the event loop, synchronously: keep them short.
+        An exception in a listener is logged and otherwise ignored.
+        """
+        self._response_listeners.append(listener)
+
+        def remove() -> None:
+            if listener in self._response_listeners:
+                self._response_listeners.remove(listener)
+
+        return remove
+
+    def _adopt_region(self, stream_arn: str) -> None:
+        adopt = getattr(self._transport, "adopt_region", None)
+        try:
+            region = parse_stream_arn(stream_arn).region
+        except InvalidStreamArnError:
+            return  # the call itself reports the ARN
+        if adopt is not None:
+            adopt(region)
+        self._needs_region = False
 
     @property
     def transport(self) -> Transport:
@@ -393,13 +444,15 @@ class StreamsClient:
         """Run ``attempt`` until it succeeds, a failure is not retryable, or retries run out."""
         if self._closed:
             raise RuntimeError("StreamsClient is closed")
+        if self._needs_region and target.stream_arn is not None:
+            self._adopt_region(target.stream_arn)
         policy = self._retry
         attempts = 0
         connection_failures = 0
         while True:
             attempts += 1
             try:
-                return await attempt()
+                result = await attempt()
             except TransportError as error:
                 decision = classify(error.code, error.status)
                 if decision == "retry_connection":
@@ -427,6 +480,17 @@ class StreamsClient:
                     delay,
                 )
                 await self._clock.sleep(delay)
+                continue
+            if self._response_listeners:
+                self._notify_response(operation)
+            return result
+
+    def _notify_response(self, operation: str) -> None:
+        for listener in list(self._response_listeners):
+            try:
+                listener(operation)
+            except Exception:
+                log.exception("response listener %r failed", listener)
 
     def _notify_retry(
         self, operation: str, code: str, attempt: int, delay: float, target: _Target
@@ -453,9 +517,18 @@ class StreamsClient:
             operation, lambda: self._transport.call(operation, params), target
         )
 
-    @staticmethod
-    def _malformed(operation: str, target: _Target, exc: Exception) -> ServiceError:
-        return ServiceError(f"malformed {operation} response for {target.describe()}: {exc!r}")
+    def _malformed(self, operation: str, target: _Target, exc: Exception) -> DDBStreamsError:
+        """The error for a response the transport parsed but whose content is unusable."""
+        if isinstance(exc, KeyError):
+            problem = f"it has no {exc.args[0]!r}" if exc.args else "a member is missing"
+        else:
+            problem = f"a member has the wrong type ({exc})"
+        return map_transport_error(
+            operation,
+            TransportError("ResponseParserError", problem, 200),
+            target,
+            endpoint=self.endpoint_url,
+        )
 
     # ------------------------------------------------------------------ streams
 
@@ -472,7 +545,10 @@ class StreamsClient:
         if not isinstance(stream, str):
             raise InvalidStreamArnError(f"a stream must be a string, not {type(stream).__name__}")
         if stream.startswith("arn:"):
-            return parse_stream_arn(stream).text
+            arn = parse_stream_arn(stream)
+            if self._needs_region:
+                self._adopt_region(arn.text)
+            return arn.text
         if not is_table_name(stream):
             raise InvalidStreamArnError(
                 f"{stream!r} is neither a stream ARN ({EXPECTED_ARN_SHAPE}) nor a table name "

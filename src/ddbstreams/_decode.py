@@ -34,6 +34,15 @@ Malformed input raises ``ValueError`` with a message that says what is wrong (un
 tag, bad number, bad base64, a record missing a field...). The hot path does not check what
 it can pass through unchanged: the payloads of S and BOOL, the members of SS, and record
 fields such as ``SizeBytes`` are taken as the service sends them.
+
+Lone surrogates: DynamoDB stores strings holding a lone UTF-16 surrogate (``"\\ud83d"``,
+half of a character outside the Basic Multilingual Plane) and GetRecords returns them as
+``\\uXXXX`` escapes, which orjson refuses. A GetRecords body is decoded by orjson straight
+from bytes (the fast path); only when orjson refuses it for a surrogate is that one body
+decoded again with the standard library's ``json`` (NaN and Infinity still refused), which
+keeps the lone surrogate in the Python ``str`` -- exactly what boto3 gives. Such strings
+cannot be encoded as UTF-8, so :func:`dumps_plain_json` writes each lone surrogate as a
+``\\uXXXX`` escape: the output is valid JSON and ``json.loads`` reads the same ``str`` back.
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import json
 import re
 import secrets
 from collections.abc import Callable, Mapping
@@ -61,6 +71,7 @@ __all__ = [
     "decode_map",
     "decode_value",
     "dumps_plain_json",
+    "escape_lone_surrogates",
     "parse_get_records_body",
     "parse_lambda_event",
 ]
@@ -514,7 +525,7 @@ def parse_get_records_body(body: bytes, shard_id: str, parser: Parser[T]) -> Rec
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise MalformedRecordError(f"GetRecords response body is not JSON: {exc}") from exc
+        doc = _loads_with_lone_surrogates(body, exc)
     if type(doc) is not dict:
         raise MalformedRecordError(f"GetRecords response body is not a JSON object: {body[:80]!r}")
     raw_records = doc.get("Records")
@@ -546,6 +557,23 @@ def parse_get_records_body(body: bytes, shard_id: str, parser: Parser[T]) -> Rec
         last_time,
         sequence_numbers,
     )
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _loads_with_lone_surrogates(body: bytes, refused: orjson.JSONDecodeError) -> Any:
+    """Decode a body orjson refused, if a lone surrogate escape is why (see the module
+    docstring); MalformedRecordError for anything that is not JSON."""
+    if "surrogate" not in str(refused):
+        raise MalformedRecordError(f"GetRecords response body is not JSON: {refused}") from refused
+    try:
+        # Strict UTF-8 (json.loads of bytes would let surrogates encoded as bytes through);
+        # the escape "\ud83d" becomes a one-character str, as with boto3.
+        return json.loads(body.decode("utf-8"), parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, NaN
+        raise MalformedRecordError(f"GetRecords response body is not JSON: {exc}") from exc
 
 
 def _has_sequence_number(raw: Any) -> bool:
@@ -619,10 +647,13 @@ _DEFAULT: Final[Parser[Record]] = DefaultParser()
 # Exact numbers orjson cannot write (Decimals, ints beyond 64 bits) are written as this
 # marker plus an index, then spliced back in as number literals. The marker is random per
 # process, so a user string cannot collide with it by accident; the splice count is checked.
+# Strings holding lone surrogates (which orjson refuses) go the same way, spliced back in as
+# string literals with the surrogates escaped.
 _MARK: Final = "ddbstreams-number-" + secrets.token_hex(12) + "-"
 _MARK_RE: Final = re.compile(b'"' + re.escape(_MARK.encode()) + rb'(\d+)"')
 _INT64_MIN: Final = -(2**63)
 _UINT64_MAX: Final = 2**64 - 1
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
 
 
 def _plain(value: Any, numbers: list[bytes]) -> Any:
@@ -662,21 +693,69 @@ def _plain(value: Any, numbers: list[bytes]) -> Any:
     return value  # datetime, date, UUID...: orjson's own encoding, or its TypeError
 
 
+def escape_lone_surrogates(text: str) -> str:
+    """``text`` with each lone surrogate written as a ``\\uXXXX`` escape (6 characters), so
+    that it can be encoded as UTF-8; other text is unchanged."""
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def _string_literal(text: str) -> bytes:
+    """The JSON string literal of ``text``, lone surrogates escaped as ``\\uXXXX``."""
+    parts = [b'"']
+    start = 0
+    for match in _SURROGATE.finditer(text):
+        parts.append(orjson.dumps(text[start : match.start()])[1:-1])
+        parts.append(b"\\u%04x" % ord(match.group()))
+        start = match.end()
+    parts.append(orjson.dumps(text[start:])[1:-1])
+    parts.append(b'"')
+    return b"".join(parts)
+
+
+def _mark_surrogates(value: Any, literals: list[bytes]) -> Any:
+    """``value`` (as :func:`_plain` returns it) with each string, dict key included, that
+    holds a lone surrogate replaced by a marker for its escaped literal."""
+    kind = type(value)
+    if kind is str:
+        if _SURROGATE.search(value) is None:
+            return value
+        literals.append(_string_literal(value))
+        return f"{_MARK}{len(literals) - 1}"
+    if kind is dict:
+        return {
+            _mark_surrogates(k, literals) if type(k) is str else k: _mark_surrogates(v, literals)
+            for k, v in value.items()
+        }
+    if kind is list:
+        return [_mark_surrogates(v, literals) for v in value]
+    return value
+
+
 def dumps_plain_json(obj: Any, option: int | None = None) -> bytes:
     """Serialise decoded values as plain JSON, keeping every number exact.
 
     ``int`` and ``Decimal`` become JSON number literals with all their digits (``Decimal``
     as ``str(d)``, e.g. ``1.50`` or ``1E+2``; never rounded through float), ``bytes`` become
     base64 strings, sets become sorted arrays (bytes sorted as bytes), tuples arrays;
-    datetimes and everything else orjson knows are written as orjson writes them.
-    ``option`` is passed to ``orjson.dumps`` (e.g. ``orjson.OPT_INDENT_2``).
+    datetimes and everything else orjson knows are written as orjson writes them. A lone
+    surrogate in a string (a value or a key) is written as a ``\\uXXXX`` escape, so the
+    output is always valid UTF-8 JSON and ``json.loads`` gives the same string back.
+    ``option`` is passed to ``orjson.dumps`` (e.g. ``orjson.OPT_INDENT_2``; with
+    ``OPT_SORT_KEYS``, keys holding lone surrogates are not sorted).
 
     Raises ``ValueError`` for a non-finite Decimal and ``TypeError`` (orjson's
     ``JSONEncodeError``) for a value JSON cannot hold.
     """
     numbers: list[bytes] = []
     plain = _plain(obj, numbers)
-    text = orjson.dumps(plain, option=option)
+    try:
+        text = orjson.dumps(plain, option=option)
+    except orjson.JSONEncodeError as exc:
+        if "surrogates" not in str(exc):
+            raise
+        # Rare: a string holds a lone surrogate. Its escaped literal is spliced in as the
+        # numbers are (the literals go on in the same list, after the numbers).
+        text = orjson.dumps(_mark_surrogates(plain, numbers), option=option)
     if not numbers:
         return text
     spliced, count = _MARK_RE.subn(lambda m: numbers[int(m.group(1))], text)

@@ -7,6 +7,7 @@ Stream-wide positions (``TRIM_HORIZON``, ``LATEST``, ``at_sequence``, ``after_se
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -122,10 +123,13 @@ class Checkpoint:
 
     @classmethod
     def from_json(cls, data: object) -> Checkpoint:
-        """Rebuild a checkpoint from :meth:`to_json` output; CheckpointError if malformed."""
+        """Rebuild a checkpoint from :meth:`to_json` output, as the dict or as JSON text
+        (``str`` or ``bytes``, e.g. after ``json.dumps``); CheckpointError if malformed."""
         from ddbstreams._errors import CheckpointError
 
         try:
+            if isinstance(data, str | bytes | bytearray):
+                data = json.loads(data)
             if not isinstance(data, dict) or data.get("version") != 1:
                 raise ValueError("unknown checkpoint format or version")
             stream_arn = data["stream_arn"]

@@ -14,6 +14,10 @@ Record formats:
   the time, shard and sequence number, then what changed (attributes added, changed,
   removed; a MODIFY with both images shows a compact diff).
 
+In both, a string holding a lone UTF-16 surrogate (which DynamoDB accepts) is written with
+the surrogate as a ``\\uXXXX`` escape, so the output is always valid UTF-8 (and a JSON
+Lines line reads back, with ``json.loads``, to the same string).
+
 Description formats: :func:`description_to_text` (fields and the shard lineage as a tree)
 and :func:`description_to_json`.
 
@@ -34,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
-from ddbstreams._decode import dumps_plain_json
+from ddbstreams._decode import dumps_plain_json, escape_lone_surrogates
 from ddbstreams._events import (
     IteratorRefreshed,
     ReaderError,
@@ -211,7 +215,8 @@ def record_to_pretty(
                 attr(mark, colour, attr_name, _value_text(value, width, glyphs))
     else:
         lines.append("       " + _paint("(keys only)", _DIM, color))
-    return "\n".join(lines) + "\n"
+    # Values are escaped already; names and keys may still hold a lone surrogate.
+    return escape_lone_surrogates("\n".join(lines) + "\n")
 
 
 def _type_changed(before: Any, after: Any) -> bool:

@@ -28,7 +28,9 @@ class TransportError(Exception):
 
     ``code`` is the AWS error code (``ResourceNotFoundException``, ``ExpiredIteratorException``,
     ``ThrottlingException``, ...) or one of the transport-level codes ``ConnectionError``,
-    ``Timeout``, ``NoCredentials``. ``status`` is the HTTP status when there was a response.
+    ``Timeout``, ``NoCredentials``, ``CredentialsTimeout`` (credentials took too long to
+    resolve) and ``ResponseParserError`` (a successful response that is not the operation's
+    JSON). ``status`` is the HTTP status when there was a response.
     """
 
     def __init__(self, code: str, message: str, status: int | None = None) -> None:
