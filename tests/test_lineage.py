@@ -16,7 +16,7 @@ from ddbstreams._lineage import (
     plan_reads,
     shard_order_key,
 )
-from ddbstreams._model import Shard
+from ddbstreams._model import Shard, shard_created_ms
 from ddbstreams._position import (
     LATEST,
     SHARD_LATEST,
@@ -172,6 +172,22 @@ def test_ids_without_creation_hint_sort_after_hinted_ids() -> None:
     )
     assert graph.roots() == (sid(3), sid(5), "aa-custom", "zz-custom")
     assert list(graph) == [sid(3), sid(5), "aa-custom", "zz-custom"]
+
+
+def test_order_key_and_created_at_hint_read_the_shard_id_the_same_way() -> None:
+    # One parser of the creation time in a shard id (ddbstreams._model.shard_created_ms),
+    # used by both the lineage order and Shard.created_at_hint.
+    hinted = sid(7)
+    created_ms = shard_created_ms(hinted)
+    assert created_ms == BASE_MS + 7_000
+    assert shard_order_key(hinted) == (0, created_ms, hinted)
+    hint = shard(hinted).created_at_hint
+    assert hint is not None
+    assert round(hint.timestamp() * 1000) == created_ms
+    for odd in ("odd-shard", "shardId-123-abc", "shardId-00000001700000000000-xyz"):
+        assert shard_created_ms(odd) is None
+        assert shard(odd).created_at_hint is None
+        assert shard_order_key(odd) == (1, 0, odd)
 
 
 def test_several_independent_partitions() -> None:

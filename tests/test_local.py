@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from ddbstreams import local
+from ddbstreams._decode import decode_map, decode_value
 from ddbstreams._errors import LocalEngineError
 from ddbstreams.local import DynamoDBLocal, SourceTable
 
@@ -132,6 +133,84 @@ server.serve_forever()
 )
 def test_parse_java_major_version(text: str, major: int | None) -> None:
     assert local.parse_java_major_version(text) == major
+
+
+# N literals on which two decoders with different integer rules would disagree. DynamoDB
+# returns numbers normalised, but SourceTable.get must still follow the library's one rule.
+_EDGE_NUMBERS = [
+    "1.0",
+    "1e2",
+    "1E+2",
+    "-0",
+    "0.10",
+    "1.50E+1",
+    "-2.000",
+    "00012",
+    "12345678901234567890123456789012345678",
+    "-1234567890123456789.0123456789012345678",
+    "1.2345678901234567890123456789012345678E+125",
+    "1E-130",
+]
+
+
+class _GetItemClient:
+    """A botocore DynamoDB client stand-in whose get_item returns one fixed item."""
+
+    def __init__(self, item: dict[str, Any]) -> None:
+        self.item = item
+
+    def get_item(self, **request: Any) -> dict[str, Any]:
+        return {"Item": self.item}
+
+
+def _typed(value: Any) -> Any:
+    """``value`` with the type of every number made visible (1 == Decimal("1.0") in Python)."""
+    if isinstance(value, dict):
+        return {k: _typed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_typed(v) for v in value]
+    if isinstance(value, set | frozenset):
+        return sorted((_typed(v) for v in value), key=repr)
+    return (type(value).__name__, repr(value))
+
+
+@pytest.mark.parametrize("literal", _EDGE_NUMBERS)
+def test_source_table_get_decodes_numbers_with_the_library_rule(literal: str) -> None:
+    # botocore's form: N as text, B/BS already bytes.
+    item = {
+        "pk": {"S": "a"},
+        "n": {"N": literal},
+        "ns": {"NS": [literal, "7"]},
+        "m": {"M": {"l": {"L": [{"N": literal}, {"B": b"\x00\xff"}]}}},
+        "bs": {"BS": [b"x", b"\xfe"]},
+    }
+    got = SourceTable(_GetItemClient(item), "t", "arn").get({"pk": "a"})
+    expected = decode_map(
+        {
+            "pk": {"S": "a"},
+            "n": {"N": literal},
+            "ns": {"NS": [literal, "7"]},
+            "m": {"M": {"l": {"L": [{"N": literal}, {"B": "AP8="}]}}},
+            "bs": {"BS": ["eA==", "/g=="]},
+        }
+    )
+    assert _typed(got) == _typed(expected)
+    assert got is not None
+    assert got["bs"] == {b"x", b"\xfe"}
+    assert got["m"]["l"][1] == b"\x00\xff"
+    number = decode_value({"N": literal})
+    assert type(got["n"]) is type(number)
+    assert str(got["n"]) == str(number)
+    assert not isinstance(got["n"], float)
+
+
+def test_source_table_get_follows_the_documented_integer_rule() -> None:
+    # README "Records": N is an int when its value is integral, else an exact Decimal.
+    item = {k: {"N": k} for k in ("1.0", "1E+2", "-0", "0.10", "1.5")}
+    got = SourceTable(_GetItemClient(item), "t", "arn").get({"pk": "a"})
+    assert _typed(got) == _typed(
+        {"1.0": 1, "1E+2": 100, "-0": 0, "0.10": Decimal("0.10"), "1.5": Decimal("1.5")}
+    )
 
 
 def test_cache_root_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

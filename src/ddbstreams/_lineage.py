@@ -25,14 +25,13 @@ Rules the whole module follows (see DESIGN.md, "Facts of the service"):
 from __future__ import annotations
 
 import heapq
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal
 
 from ddbstreams._errors import InvalidPositionError
-from ddbstreams._model import Shard
+from ddbstreams._model import Shard, shard_created_ms
 from ddbstreams._position import (
     SHARD_LATEST,
     SHARD_TRIM_HORIZON,
@@ -55,8 +54,6 @@ __all__ = [
     "shard_order_key",
 ]
 
-_SHARD_ID_TIME = re.compile(r"^shardId-(\d{20})-[0-9a-fA-F]+$")
-
 ShardState = Literal["waiting", "running", "finished", "forgotten", "excluded", "unplanned"]
 
 
@@ -66,10 +63,10 @@ def shard_order_key(shard_id: str) -> tuple[int, int, str]:
     Ids that do not carry the ``shardId-<20 digits>-<hex>`` creation time sort after every id
     that does, among themselves by id.
     """
-    match = _SHARD_ID_TIME.match(shard_id)
-    if match is None:
+    created_ms = shard_created_ms(shard_id)
+    if created_ms is None:
         return (1, 0, shard_id)
-    return (0, int(match.group(1)), shard_id)
+    return (0, created_ms, shard_id)
 
 
 def _merge_entry(old: Shard | None, new: Shard) -> Shard:

