@@ -9,10 +9,10 @@ from typing import Any
 import orjson
 import pytest
 
+from ddbstreams import StreamReader
 from ddbstreams._client import StreamsClient
 from ddbstreams._errors import CheckpointError, TableNotFoundError
 from ddbstreams._position import SHARD_LATEST, SHARD_TRIM_HORIZON, Checkpoint, ShardStart
-from ddbstreams._reader import StreamReader
 from ddbstreams._store import DynamoDBCheckpointStore, SQLiteCheckpointStore
 from ddbstreams.local import DynamoDBLocal, SourceTable
 

@@ -86,7 +86,6 @@ from ddbstreams._position import (
     after_sequence,
     at_sequence,
 )
-from ddbstreams._reader import ReaderOptions, ShardBatch, StreamReader, TrimmedPolicy
 from ddbstreams._store import (
     CheckpointStore,
     DynamoDBCheckpointStore,
@@ -95,11 +94,22 @@ from ddbstreams._store import (
     StoredCheckpoint,
 )
 from ddbstreams._sync import BlockingConsumer, BlockingStreamReader, read
+from ddbstreams.reading import (
+    SHARD_END,
+    ReaderLifecycle,
+    ReaderOptions,
+    ShardBatch,
+    ShardEnd,
+    ShardPosition,
+    StreamReader,
+    TrimmedPolicy,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "LATEST",
+    "SHARD_END",
     "TRIM_HORIZON",
     "AccessDeniedError",
     "AfterSequence",
@@ -136,6 +146,7 @@ __all__ = [
     "RawParser",
     "ReaderError",
     "ReaderEvent",
+    "ReaderLifecycle",
     "ReaderOptions",
     "Record",
     "RecordFilter",
@@ -148,9 +159,11 @@ __all__ = [
     "ServiceError",
     "Shard",
     "ShardBatch",
+    "ShardEnd",
     "ShardFinished",
     "ShardGraph",
     "ShardNotFoundError",
+    "ShardPosition",
     "ShardStart",
     "ShardStarted",
     "ShardsDiscovered",

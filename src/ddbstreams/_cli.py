@@ -101,8 +101,8 @@ from ddbstreams._position import (
     after_sequence,
     at_sequence,
 )
-from ddbstreams._reader import StreamReader
 from ddbstreams._store import SQLiteCheckpointStore, StoredCheckpoint
+from ddbstreams.reading import StreamReader
 
 __all__ = ["main", "parse_position"]
 

@@ -56,9 +56,9 @@ from ddbstreams._position import (
     ShardStart,
     TrimHorizon,
 )
-from ddbstreams._reader import ReaderOptions, ShardBatch, StreamReader
 from ddbstreams._store import CheckpointStore, SQLiteCheckpointStore
 from ddbstreams._tasks import first_error, first_of, run_in_daemon_thread
+from ddbstreams.reading import ReaderOptions, ShardBatch, StreamReader
 
 __all__ = [
     "Consumer",
@@ -596,9 +596,7 @@ class Consumer:
             if deadlines:
                 timeout = max(0.0, min(deadlines.values()) - self._clock.monotonic())
             try:
-                batch = await asyncio.wait_for(
-                    reader._next_shard_batch(options.batch_size), timeout
-                )
+                batch = await asyncio.wait_for(reader.next_shard_batch(options.batch_size), timeout)
             except TimeoutError:
                 batch = None
                 ended = False

@@ -7,11 +7,16 @@ on the event loop) and through ``reader.events()`` (an async iterator).
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from ddbstreams._position import ShardStart
 
 __all__ = [
+    "EventHub",
     "IteratorRefreshed",
     "ReaderError",
     "ReaderEvent",
@@ -21,8 +26,11 @@ __all__ = [
     "ShardStarted",
     "ShardsDiscovered",
     "StreamDisabled",
+    "Subscription",
     "Throttled",
 ]
+
+log = logging.getLogger("ddbstreams")
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,3 +127,74 @@ ReaderEvent = (
     | StreamDisabled
     | ReaderError
 )
+
+
+class EventHub:
+    """The one channel events travel on: fans each event out to a callback and to
+    subscribers (:meth:`StreamReader.events`).
+
+    Any component publishes; publishing never blocks (a subscriber that falls behind loses
+    its oldest events, counted in ``dropped``). A failing callback is logged, not
+    propagated. :meth:`close` ends every subscription.
+    """
+
+    __slots__ = ("_callback", "_closed", "_subscribers", "dropped")
+
+    def __init__(self, callback: Callable[[ReaderEvent], None] | None) -> None:
+        self._callback = callback
+        self._subscribers: list[Subscription] = []
+        self._closed = False
+        self.dropped = 0
+
+    def publish(self, event: ReaderEvent) -> None:
+        if self._callback is not None:
+            try:
+                self._callback(event)
+            except Exception:
+                log.exception("on_event callback failed on %r", event)
+        for subscriber in self._subscribers:
+            self.dropped += subscriber.put(event)
+
+    def subscribe(self, size: int) -> Subscription:
+        subscription = Subscription(size)
+        if self._closed:
+            subscription.close()
+        else:
+            self._subscribers.append(subscription)
+        return subscription
+
+    def close(self) -> None:
+        self._closed = True
+        for subscriber in self._subscribers:
+            subscriber.close()
+        self._subscribers.clear()
+
+
+class Subscription:
+    """A bounded queue of events for one subscriber, iterated with ``async for``."""
+
+    __slots__ = ("_closed", "_events", "_wakeup")
+
+    def __init__(self, size: int) -> None:
+        self._events: deque[ReaderEvent] = deque(maxlen=size)
+        self._wakeup = asyncio.Event()
+        self._closed = False
+
+    def put(self, event: ReaderEvent) -> int:
+        dropped = int(len(self._events) == self._events.maxlen)
+        self._events.append(event)
+        self._wakeup.set()
+        return dropped
+
+    def close(self) -> None:
+        self._closed = True
+        self._wakeup.set()
+
+    async def __aiter__(self) -> AsyncIterator[ReaderEvent]:
+        while True:
+            while self._events:
+                yield self._events.popleft()
+            if self._closed:
+                return
+            self._wakeup.clear()
+            await self._wakeup.wait()

@@ -22,7 +22,7 @@ from ddbstreams._consumer import Consumer, Handler
 from ddbstreams._model import Record
 from ddbstreams._parser import Parser
 from ddbstreams._position import TRIM_HORIZON, Checkpoint, StartPosition
-from ddbstreams._reader import ReaderOptions, StreamReader
+from ddbstreams.reading import ReaderOptions, StreamReader
 
 __all__ = ["BlockingConsumer", "BlockingStreamReader", "read"]
 
@@ -128,7 +128,7 @@ class BlockingStreamReader(Generic[T]):
     def batches(self, max_size: int = 1000) -> Iterator[list[T]]:
         """Iterate lists of at most ``max_size`` records from one shard each, in order."""
         while True:
-            batch = self._portal.run(self._reader._next_batch(max_size))
+            batch = self._portal.run(self._reader.next_batch(max_size))
             if batch is None:
                 return
             yield batch
@@ -136,8 +136,8 @@ class BlockingStreamReader(Generic[T]):
     def __iter__(self) -> Iterator[T]:
         # One loop crossing per page; records are handed out one by one on this side so
         # checkpoint() names exactly the records this iterator returned.
-        delivery = self._reader._delivery_state()
-        while self._portal.run(self._reader._fill()):
+        delivery = self._reader.delivery
+        while self._portal.run(delivery.fill()):
             while delivery.current is not None:
                 yield delivery.take_one()
 
