@@ -135,24 +135,12 @@ class ShardFetcher(Generic[T]):
                 # outside the buffer are bounded by the slots too.
                 async with calls.request_slots:
                     page = await self._get_page(iterator)
-            except ExpiredIteratorError:
-                calls.events.publish(IteratorRefreshed(self.shard_id, self._last_sequence_number))
-                iterator = await self._acquire()
-                continue
-            except TrimmedDataError:
-                self._trimmed(shard_gone=False)
-                iterator = await self._acquire()
-                continue
-            except ShardNotFoundError:
-                await calls.check_stream_exists()
-                iterator = await self._acquire()
+            except (ExpiredIteratorError, TrimmedDataError, ShardNotFoundError) as exc:
+                iterator = await self._reacquire(exc)
                 continue
             except TRANSIENT_ERRORS as exc:
-                if not calls.follow:
-                    raise
                 failures += 1
-                calls.events.publish(ReaderError(exc, self.shard_id, retrying=True))
-                await calls.clock.sleep(exponential_delay(1.0, options.retry_max_delay, failures))
+                await self._wait_after_failure(exc, failures)
                 # The iterator may have expired meanwhile; the next call says so if it has.
                 continue
             failures = 0
@@ -181,6 +169,28 @@ class ShardFetcher(Generic[T]):
         # The shard was trimmed away (skipped by policy): it ends, and the caller learns so.
         await context.buffer.put(self._page([], [], ends_shard=True))
         return True
+
+    async def _reacquire(
+        self, error: ExpiredIteratorError | TrimmedDataError | ShardNotFoundError
+    ) -> str | None:
+        """A new iterator after GetRecords said the current one is no good."""
+        calls = self._context.calls
+        if isinstance(error, ExpiredIteratorError):
+            calls.events.publish(IteratorRefreshed(self.shard_id, self._last_sequence_number))
+        elif isinstance(error, TrimmedDataError):
+            self._trimmed(shard_gone=False)
+        else:
+            await calls.check_stream_exists()
+        return await self._acquire()
+
+    async def _wait_after_failure(self, error: Exception, failures: int) -> None:
+        """Follow mode outlives transient failures (reported, then retried later); a
+        single pass ends with them."""
+        calls = self._context.calls
+        if not calls.follow:
+            raise error
+        calls.events.publish(ReaderError(error, self.shard_id, retrying=True))
+        await calls.clock.sleep(exponential_delay(1.0, calls.options.retry_max_delay, failures))
 
     def _page(self, records: list[T], sequence_numbers: list[str], *, ends_shard: bool) -> Page[T]:
         return Page(

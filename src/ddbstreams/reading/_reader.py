@@ -24,7 +24,7 @@ import enum
 import functools
 import warnings
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar, cast, overload
@@ -32,36 +32,30 @@ from typing import Any, Generic, Self, TypeVar, cast, overload
 from ddbstreams._client import RetryNotice, StreamsClient
 from ddbstreams._clock import Clock, SystemClock
 from ddbstreams._decode import DefaultParser
-from ddbstreams._errors import CheckpointError, ConfigurationError
+from ddbstreams._errors import ConfigurationError
 from ddbstreams._events import (
     EventHub,
     ReaderEvent,
-    RecordsTrimmed,
     RequestRetried,
     Throttled,
 )
-from ddbstreams._lineage import LineageTracker, ShardGraph, plan_reads
 from ddbstreams._model import Record, Shard
 from ddbstreams._parser import Parser
 from ddbstreams._position import (
     TRIM_HORIZON,
-    AfterSequence,
-    AtSequence,
     Checkpoint,
     ShardStart,
     StartPosition,
 )
-from ddbstreams.reading._calls import StreamCalls
-from ddbstreams.reading._coordinator import StreamCoordinator
 from ddbstreams.reading._delivery import Delivery, ShardBatch
-from ddbstreams.reading._fetcher import FetchContext, LagBoard, Pauses
-from ddbstreams.reading._locate import locate_record
 from ddbstreams.reading._options import ReaderOptions, TrimmedPolicy
-from ddbstreams.reading._state import ReadState, ShardPosition
+from ddbstreams.reading._planning import ReadParts, ReadRequest, plan_read
+from ddbstreams.reading._state import ShardPosition
 
 __all__ = ["ReaderLifecycle", "StreamReader"]
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 class ReaderLifecycle(enum.Enum):
@@ -81,29 +75,6 @@ class ReaderLifecycle(enum.Enum):
     STARTING = "starting"
     RUNNING = "running"
     STOPPED = "stopped"
-
-
-class _Running(Generic[T]):
-    """What exists while a reader runs (built by :meth:`StreamReader.start`)."""
-
-    __slots__ = ("calls", "coordinator", "delivery", "lag", "pauses", "state", "task")
-
-    def __init__(
-        self,
-        calls: StreamCalls,
-        state: ReadState,
-        delivery: Delivery[T],
-        coordinator: StreamCoordinator[T],
-        lag: LagBoard,
-        pauses: Pauses,
-    ) -> None:
-        self.calls = calls
-        self.state = state
-        self.delivery = delivery
-        self.coordinator = coordinator
-        self.lag = lag
-        self.pauses = pauses
-        self.task: asyncio.Task[None] | None = None
 
 
 class StreamReader(Generic[T]):
@@ -221,18 +192,14 @@ class StreamReader(Generic[T]):
             raise ConfigurationError("pass either on_event= or event_hub=, not both")
         if assigned and not follow:
             raise ConfigurationError("assigned=True needs follow=True")
-        overrides: dict[str, Any] = {
-            name: value
-            for name, value in (
-                ("max_concurrent_requests", max_concurrent_requests),
-                ("max_concurrent_shards", max_concurrent_shards),
-                ("buffer_pages", buffer_pages),
-                ("page_limit", page_limit),
-                ("on_trimmed", on_trimmed),
-            )
-            if value is not None
-        }
-        self._options = replace(options or ReaderOptions(), **overrides)
+        self._options = _with_overrides(
+            options or ReaderOptions(),
+            max_concurrent_requests=max_concurrent_requests,
+            max_concurrent_shards=max_concurrent_shards,
+            buffer_pages=buffer_pages,
+            page_limit=page_limit,
+            on_trimmed=on_trimmed,
+        )
         self._stream = stream
         self._start_position = start
         self._follow = follow
@@ -251,9 +218,8 @@ class StreamReader(Generic[T]):
         self._events = event_hub if event_hub is not None else EventHub(on_event)
         self._stream_arn: str | None = None
         self._lifecycle = ReaderLifecycle.NEW
-        self._running: _Running[T] | None = None
+        self._running: ReadParts[T] | None = None
         self._remove_retry_listener: Callable[[], None] | None = None
-        self._pass_started_at = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -286,12 +252,25 @@ class StreamReader(Generic[T]):
         try:
             if self._client is None:
                 self._client = StreamsClient(**self._client_args)
-            running = await self._plan(self._client)
+            running = await plan_read(
+                self._client,
+                ReadRequest(
+                    self._stream,
+                    self._start_position,
+                    self._follow,
+                    self._assigned,
+                    self._options,
+                    self._parser,
+                    self._clock,
+                    self._events,
+                ),
+            )
         except BaseException:
             self._lifecycle = ReaderLifecycle.STOPPED
             await self._close_client()
             raise
         self._running = running
+        self._stream_arn = running.stream_arn
         on_retry = weakref.WeakMethod(self._on_retry)
         self._remove_retry_listener = self._client.add_retry_listener(
             lambda notice: _call_if_alive(on_retry, notice)
@@ -300,78 +279,6 @@ class StreamReader(Generic[T]):
             running.coordinator.run(), name=f"ddbstreams-reader {self._stream_arn}"
         )
         self._lifecycle = ReaderLifecycle.RUNNING
-
-    async def _plan(self, client: StreamsClient) -> _Running[T]:
-        """Resolve the stream and plan the read: the parts of a running reader."""
-        self._stream_arn = stream_arn = await client.resolve_stream(self._stream)
-        initial = self._start_position
-        if isinstance(initial, Checkpoint) and initial.stream_arn != stream_arn:
-            raise CheckpointError(
-                f"the checkpoint belongs to stream {initial.stream_arn}, not to {stream_arn}"
-            )
-        self._pass_started_at = self._clock.time()
-        calls = StreamCalls(
-            client,
-            stream_arn,
-            options=self._options,
-            clock=self._clock,
-            events=self._events,
-            follow=self._follow,
-        )
-        tracker = None
-        disabled = False
-        if self._assigned:
-            state = ReadState(stream_arn, {})
-        else:
-            description = await calls.describe()
-            disabled = description.stream_status in ("DISABLING", "DISABLED")
-            graph = ShardGraph.from_shards(description.shards)
-            holder = None
-            if isinstance(initial, AtSequence | AfterSequence):
-                holder = await locate_record(
-                    client,
-                    stream_arn,
-                    graph.shards_holding(initial.sequence_number),
-                    initial.sequence_number,
-                )
-            plan = plan_reads(graph, initial, holder=holder)
-            checkpoint = None
-            if isinstance(initial, Checkpoint):
-                checkpoint = self._settle_checkpoint(initial, plan.missing_checkpoint_shards)
-            state = ReadState(stream_arn, plan.starts, checkpoint)
-            tracker = LineageTracker(graph, plan)
-        delivery: Delivery[T] = Delivery(state, self._options.buffer_pages)
-        lag = LagBoard()
-        pauses = Pauses()
-        # Nothing the tasks hold refers back to the reader, so an abandoned reader is
-        # collected (and warns, see __del__) instead of running on unseen.
-        caught_up = functools.partial(
-            _caught_up, self._pass_started_at + self._options.creation_time_slack
-        )
-        context = FetchContext(calls, self._parser, delivery.buffer, state, lag, pauses, caught_up)
-        coordinator = StreamCoordinator(context, tracker, disabled=disabled)
-        return _Running(calls, state, delivery, coordinator, lag, pauses)
-
-    def _settle_checkpoint(self, checkpoint: Checkpoint, missing: frozenset[str]) -> Checkpoint:
-        """Apply the trimming policy to checkpoint shards the service no longer lists."""
-        # A finished shard trimmed away lost nothing; an unfinished one did.
-        lost = missing & (set(checkpoint.positions) | set(checkpoint.pending))
-        if lost and self._options.on_trimmed == "raise":
-            raise CheckpointError(
-                f"the checkpoint names unfinished shards no longer in stream "
-                f"{self._stream_arn} (trimmed after 24 hours?): {', '.join(sorted(lost))}"
-            )
-        for shard_id in sorted(lost):
-            self._events.publish(
-                RecordsTrimmed(shard_id, checkpoint.positions.get(shard_id), shard_gone=True)
-            )
-        # Forget what the service has forgotten, so checkpoints do not grow forever.
-        return Checkpoint(
-            checkpoint.stream_arn,
-            {k: v for k, v in checkpoint.positions.items() if k not in missing},
-            checkpoint.finished - missing,
-            {k: v for k, v in checkpoint.pending.items() if k not in missing},
-        )
 
     async def stop(self) -> None:
         """Stop fetching and release the client (if the reader created it). Idempotent.
@@ -424,7 +331,7 @@ class StreamReader(Generic[T]):
     ) -> None:
         await self.stop()
 
-    def _parts(self) -> _Running[T]:
+    def _parts(self) -> ReadParts[T]:
         if self._running is None:
             raise RuntimeError("start the reader (async with, or await start()) before reading")
         return self._running
@@ -519,26 +426,13 @@ class StreamReader(Generic[T]):
         return self._parts().delivery
 
     def __aiter__(self) -> AsyncIterator[T]:
-        return self._records()
-
-    async def _records(self) -> AsyncIterator[T]:
-        delivery = self._parts().delivery
-        while await delivery.fill():
-            while delivery.current is not None:
-                yield delivery.take_one()
+        return _records(self._parts().delivery)
 
     def batches(self, max_size: int = 1000) -> AsyncIterator[list[T]]:
         """Iterate lists of at most ``max_size`` records, each from a single shard, in order."""
         if max_size < 1:
             raise ConfigurationError("max_size must be at least 1")
-        return self._batches(max_size)
-
-    async def _batches(self, max_size: int) -> AsyncIterator[list[T]]:
-        while True:
-            batch = await self.next_batch(max_size)
-            if batch is None:
-                return
-            yield batch
+        return _until_none(functools.partial(self.next_batch, max_size))
 
     def shard_batches(self, max_size: int = 1000) -> AsyncIterator[ShardBatch[T]]:
         """Iterate :class:`ShardBatch` es: like :meth:`batches`, with the shard, the sequence
@@ -546,14 +440,7 @@ class StreamReader(Generic[T]):
         keep their own checkpoints."""
         if max_size < 1:
             raise ConfigurationError("max_size must be at least 1")
-        return self._shard_batches(max_size)
-
-    async def _shard_batches(self, max_size: int) -> AsyncIterator[ShardBatch[T]]:
-        while True:
-            batch = await self.next_shard_batch(max_size)
-            if batch is None:
-                return
-            yield batch
+        return _until_none(functools.partial(self.next_shard_batch, max_size))
 
     async def next_batch(self, max_size: int = 1000) -> list[T] | None:
         """The next non-empty batch (one shard, at most ``max_size`` records), or None at
@@ -584,10 +471,20 @@ class StreamReader(Generic[T]):
             )
 
 
-def _caught_up(moment: float, last_creation_time: float | None) -> bool:
-    """Whether a single pass has caught up: the last record read was created after the
-    pass began (plus the clock-skew allowance)."""
-    return last_creation_time is not None and last_creation_time > moment
+def _with_overrides(options: ReaderOptions, **overrides: Any) -> ReaderOptions:
+    """``options`` with the keyword arguments given (not None) in place of its fields."""
+    return replace(options, **{k: v for k, v in overrides.items() if v is not None})
+
+
+async def _records(delivery: Delivery[T]) -> AsyncIterator[T]:
+    while await delivery.fill():
+        while delivery.current is not None:
+            yield delivery.take_one()
+
+
+async def _until_none(next_item: Callable[[], Awaitable[R | None]]) -> AsyncIterator[R]:
+    while (item := await next_item()) is not None:
+        yield item
 
 
 def _call_if_alive(method: weakref.WeakMethod[Any], notice: RetryNotice) -> None:
