@@ -612,7 +612,7 @@ def run(
     """
     graph = tracker.graph
     planned = set(tracker.waiting)
-    finished_before = tracker.finished
+    finished_before = tracker.ended
     started: list[str] = []
     running: list[str] = []
     finished: set[str] = set()
@@ -632,11 +632,11 @@ def run(
         else:
             assert running, "deadlock: nothing running and nothing ready"
             shard_id = running.pop(finish_pick(running))
-            tracker.finish(shard_id)
+            tracker.end(shard_id)
             finished.add(shard_id)
     assert sorted(started) == sorted(planned)
     assert len(started) == len(set(started))
-    assert tracker.finished == planned | finished_before
+    assert tracker.ended == planned | finished_before
     assert tracker.waiting == tracker.running == frozenset()
     assert tracker.ready() == []
     return started
@@ -656,7 +656,7 @@ def test_tracker_split_children_ready_after_parent() -> None:
     assert [s for s, _ in tracker.ready()] == [n["root"], n["other"]]
     tracker.start(n["root"])
     assert [s for s, _ in tracker.ready()] == [n["other"]]
-    tracker.finish(n["root"])
+    tracker.end(n["root"])
     assert [s for s, _ in tracker.ready()] == [n["other"], n["right"], n["left"]]
     assert all(start == SHARD_TRIM_HORIZON for _, start in tracker.ready())
 
@@ -672,7 +672,7 @@ def test_tracker_open_parent_with_children_blocks_them() -> None:
     assert tracker.ready() == []
     with pytest.raises(ValueError, match="before its parent"):
         tracker.start(left)
-    tracker.finish(parent)
+    tracker.end(parent)
     assert [s for s, _ in tracker.ready()] == [left, right]
 
 
@@ -716,23 +716,23 @@ def test_tracker_transition_errors() -> None:
     graph = ShardGraph.from_shards(shards)
     tracker = LineageTracker(graph, plan_reads(graph, TRIM_HORIZON))
     with pytest.raises(ValueError, match="not running"):
-        tracker.finish(a)
+        tracker.end(a)
     with pytest.raises(ValueError, match="unknown, not waiting"):
         tracker.start("shardId-unknown")
     tracker.start(a)
     with pytest.raises(ValueError, match="running, not waiting"):
         tracker.start(a)
-    tracker.finish(a)
-    with pytest.raises(ValueError, match="finished, not running"):
-        tracker.finish(a)
+    tracker.end(a)
+    with pytest.raises(ValueError, match="ended, not running"):
+        tracker.end(a)
     with pytest.raises(KeyError):
         tracker.start_of(a)
     assert not tracker.is_done()
     tracker.start(b)
     assert not tracker.is_done()
-    tracker.finish(b)
+    tracker.end(b)
     assert tracker.is_done()
-    assert repr(tracker) == "LineageTracker(waiting=0, running=0, finished=2, forgotten=0)"
+    assert repr(tracker) == "LineageTracker(waiting=0, running=0, ended=2, forgotten=0)"
 
 
 def test_tracker_state_of() -> None:
@@ -745,8 +745,8 @@ def test_tracker_state_of() -> None:
     assert tracker.state_of("shardId-x") is None
     tracker.start(b)
     assert tracker.state_of(b) == "running"
-    tracker.finish(b)
-    assert tracker.state_of(b) == "finished"
+    tracker.end(b)
+    assert tracker.state_of(b) == "ended"
     tracker = LineageTracker(graph, plan_reads(graph, LATEST))
     assert tracker.state_of(a) == "unplanned"
     assert tracker.state_of(c) == "waiting"
@@ -818,7 +818,7 @@ def test_tracker_single_run_reading_a_latest_plan() -> None:
     assert started == list(graph.open_leaves())
 
 
-# -- follow mode: add_shards and forget_finished ---------------------------------------------
+# -- follow mode: add_shards and forget_ended ---------------------------------------------
 
 
 def test_add_shards_child_of_running_parent_waits_for_it() -> None:
@@ -833,7 +833,7 @@ def test_add_shards_child_of_running_parent_waits_for_it() -> None:
     assert tracker.graph.shards[a].ending_sequence_number == seq(99)
     assert tracker.waiting == {b, c}
     assert tracker.ready() == []
-    tracker.finish(a)
+    tracker.end(a)
     assert tracker.ready() == [(b, SHARD_TRIM_HORIZON), (c, SHARD_TRIM_HORIZON)]
     # Listing the same shards again adds nothing.
     assert tracker.add_shards([shard(a, None, 0, 99), shard(b, a, 100), shard(c, a, 100)]) == []
@@ -845,7 +845,7 @@ def test_add_shards_parent_and_child_in_one_batch() -> None:
     graph = ShardGraph.from_shards([shard(a, None, 0, None)])
     tracker = LineageTracker(graph, plan_reads(graph, TRIM_HORIZON))
     tracker.start(a)
-    tracker.finish(a)
+    tracker.end(a)
     b, c = sid(10), sid(20)
     assert tracker.add_shards([shard(c, b, 200), shard(b, a, 100, 199)]) == [b, c]
     assert tracker.ready() == [(b, SHARD_TRIM_HORIZON)]
@@ -925,36 +925,36 @@ def test_add_shards_complete_listing_drops_trimmed_shards() -> None:
     graph = ShardGraph.from_shards(shards)
     tracker = LineageTracker(graph, plan_reads(graph, TRIM_HORIZON))
     tracker.start(ids[0])
-    tracker.finish(ids[0])
+    tracker.end(ids[0])
     tracker.start(ids[1])
     # ids[0] (finished) and ids[1] (running) are no longer listed.
     assert tracker.add_shards(shards[2:], complete=True) == []
     assert ids[0] not in tracker.graph
-    assert ids[0] not in tracker.finished
+    assert ids[0] not in tracker.ended
     assert ids[1] in tracker.graph  # running shards stay
     assert tracker.graph.parent(ids[2]) == ids[1]
-    tracker.finish(ids[1])
+    tracker.end(ids[1])
     assert run(tracker) == ids[2:]
     # A partial listing (complete=False) drops nothing.
     assert tracker.add_shards(shards[3:]) == []
     assert set(tracker.graph) == set(ids[1:])
 
 
-def test_forget_finished_keeps_what_later_listings_need() -> None:
+def test_forget_ended_keeps_what_later_listings_need() -> None:
     root, left, right = sid(0), sid(10, 1), sid(10, 2)
     shards = [shard(root, None, 0, 99), shard(left, root, 100), shard(right, root, 100)]
     graph = ShardGraph.from_shards(shards)
     tracker = LineageTracker(graph, plan_reads(graph, TRIM_HORIZON))
     tracker.start(root)
-    tracker.finish(root)
-    tracker.forget_finished()  # children still waiting: root is kept
-    assert tracker.finished == {root}
+    tracker.end(root)
+    tracker.forget_ended()  # children still waiting: root is kept
+    assert tracker.ended == {root}
     tracker.start(left)
-    tracker.forget_finished()  # right still waiting
-    assert tracker.finished == {root}
+    tracker.forget_ended()  # right still waiting
+    assert tracker.ended == {root}
     tracker.start(right)
-    tracker.forget_finished()
-    assert tracker.finished == frozenset()
+    tracker.forget_ended()
+    assert tracker.ended == frozenset()
     assert tracker.forgotten == {root}
     assert root not in tracker.graph
     assert tracker.state_of(root) == "forgotten"
@@ -966,9 +966,9 @@ def test_forget_finished_keeps_what_later_listings_need() -> None:
     assert tracker.add_shards([shard(late, root, 100)]) == [late]
     assert (late, SHARD_TRIM_HORIZON) in tracker.ready()
     # Finished leaves without children are kept (a checkpoint must still name them).
-    tracker.finish(left)
-    tracker.forget_finished()
-    assert left in tracker.finished
+    tracker.end(left)
+    tracker.forget_ended()
+    assert left in tracker.ended
     # Complete listing without root: its id can go.
     tracker.add_shards(
         [shard(left, root, 100, 150), shard(right, root, 100), shard(late, root, 100)],
@@ -977,11 +977,11 @@ def test_forget_finished_keeps_what_later_listings_need() -> None:
     assert tracker.forgotten == frozenset()
 
 
-def test_forget_finished_compacts_excluded_shards() -> None:
+def test_forget_ended_compacts_excluded_shards() -> None:
     mine, other = chain(2), chain(3, first=50)
     graph = ShardGraph.from_shards([*mine, *other])
     tracker = LineageTracker(graph, plan_reads(graph, at_sequence(seq(150))))
-    tracker.forget_finished()
+    tracker.forget_ended()
     assert set(tracker.graph) == {mine[1].shard_id}
     assert tracker.excluded == {mine[0].shard_id} | {s.shard_id for s in other}
     # Still recognised as excluded when listed again, and their children stay excluded.
@@ -1014,11 +1014,11 @@ def test_follow_mode_memory_stays_bounded() -> None:
             started.append(shard_id)
         for shard_id in sorted(tracker.running):
             if tracker.graph.is_closed(shard_id):
-                tracker.finish(shard_id)
-        tracker.forget_finished()
+                tracker.end(shard_id)
+        tracker.forget_ended()
         # Memory is bounded by what the service lists, not by the stream's age.
         assert len(tracker.graph) <= 2 * window
-        assert len(tracker.forgotten) + len(tracker.finished) <= 2 * window
+        assert len(tracker.forgotten) + len(tracker.ended) <= 2 * window
         assert len(tracker.waiting) + len(tracker.running) <= 4
     for shard_id, _ in tracker.ready():  # the newest shards, never closed
         tracker.start(shard_id)
@@ -1044,14 +1044,14 @@ def test_checkpoint_resume_covers_exactly_the_remaining_work() -> None:
                     positions[shard_id] = str(int(start or "0") + 1)
             elif tracker.running:
                 done = sorted(tracker.running)[rng.randrange(len(tracker.running))]
-                tracker.finish(done)
+                tracker.end(done)
                 positions.pop(done, None)
             if rng.random() < 0.3:
-                tracker.forget_finished()
+                tracker.forget_ended()
         pending = {s: tracker.start_of(s) for s in tracker.waiting | tracker.running}
         for shard_id in positions:
             pending.pop(shard_id)
-        cp = checkpoint(positions=positions, finished=tracker.finished, pending=pending)
+        cp = checkpoint(positions=positions, finished=tracker.ended, pending=pending)
         plan = plan_reads(graph, cp)
         assert set(plan.starts) == set(tracker.waiting | tracker.running)
         for shard_id, seq_ in positions.items():

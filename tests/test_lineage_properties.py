@@ -185,7 +185,7 @@ def run_to_completion(
         else:
             assert running, "deadlock: nothing running and nothing ready"
             shard_id = running.pop(rng.randrange(len(running)))
-            tracker.finish(shard_id)
+            tracker.end(shard_id)
             finished_at[shard_id] = clock
     assert len(started) == len(set(started))
     assert set(started) == planned
@@ -343,13 +343,13 @@ def test_checkpoint_resume_reads_exactly_what_was_left(
                 positions[shard_id] = str(int(graph.shards[shard_id].starting_sequence_number or 0))
         elif tracker.running:
             done = sorted(tracker.running)[rng.randrange(len(tracker.running))]
-            tracker.finish(done)
+            tracker.end(done)
             positions.pop(done, None)
         if rng.random() < 0.3:
-            tracker.forget_finished()
+            tracker.forget_ended()
     remaining = tracker.waiting | tracker.running
     pending = {s: tracker.start_of(s) for s in remaining if s not in positions}
-    cp = Checkpoint(ARN, positions, tracker.finished, pending)
+    cp = Checkpoint(ARN, positions, tracker.ended, pending)
     cp = Checkpoint.from_json(cp.to_json())
     plan = plan_reads(graph, cp)
     assert set(plan.starts) == remaining
@@ -413,10 +413,10 @@ def test_follow_mode_reads_every_new_shard_once_in_order(
                 started[shard_id] = clock
             else:
                 shard_id = closable[rng.randrange(len(closable))]
-                tracker.finish(shard_id)
+                tracker.end(shard_id)
                 finished[shard_id] = clock
             if rng.random() < 0.3:
-                tracker.forget_finished()
+                tracker.forget_ended()
 
     work(first, drain=False)
     for now in range(first + 1, history.steps + 1):

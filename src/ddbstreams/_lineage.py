@@ -8,7 +8,7 @@ Three pieces:
 - :class:`ShardGraph` — an immutable view of the listed shards and their parent links.
 - :func:`plan_reads` — turns a stream-wide start position into a :class:`ReadPlan`: the
   shards to read and the :class:`~ddbstreams.ShardStart` of each.
-- :class:`LineageTracker` — the mutable state of one read (waiting → running → finished),
+- :class:`LineageTracker` — the mutable state of one read (waiting → running → ended),
   answering which shards may start now: a child never starts before its planned parent has
   been read to its end, because a child's records continue its parent's items.
 
@@ -54,7 +54,7 @@ __all__ = [
     "shard_order_key",
 ]
 
-ShardState = Literal["waiting", "running", "finished", "forgotten", "excluded", "unplanned"]
+ShardState = Literal["waiting", "running", "ended", "forgotten", "excluded", "unplanned"]
 
 
 def shard_order_key(shard_id: str) -> tuple[int, int, str]:
@@ -479,13 +479,15 @@ def _plan_checkpoint(graph: ShardGraph, checkpoint: Checkpoint) -> ReadPlan:
 
 
 class LineageTracker:
-    """The mutable, pure state of one read: which planned shards wait, run, are finished.
+    """The mutable, pure state of one read: which planned shards wait, run, have ended
+    (been read to their end; "consumed" — handed out in full — is the reader's ReadState's word,
+    and a checkpoint's ``finished`` means consumed).
 
     State machine of a planned shard::
 
-        waiting --start()--> running --finish()--> finished --forget_finished()--> forgotten
+        waiting --start()--> running --end()--> ended --forget_ended()--> forgotten
 
-    A waiting shard is *ready* when its listed parent is not waiting or running: finished,
+    A waiting shard is *ready* when its listed parent is not waiting or running: ended,
     forgotten, not planned at all, or not listed (trimmed). So a planned parent blocks its
     children until it has been read to its end; a listed but unplanned parent (the closed
     shards of a LATEST start, the ancestors excluded by a sequence-number start, shards a
@@ -495,13 +497,13 @@ class LineageTracker:
     their later-discovered descendants are excluded too) and ``unplanned`` listed shards.
 
     In follow mode :meth:`add_shards` brings in newly listed shards and
-    :meth:`forget_finished` keeps memory from growing with the stream's age. Not
+    :meth:`forget_ended` keeps memory from growing with the stream's age. Not
     thread-safe; meant to be driven by one task.
     """
 
     __slots__ = (
+        "_ended",
         "_excluded",
-        "_finished",
         "_forgotten",
         "_graph",
         "_running",
@@ -527,7 +529,7 @@ class LineageTracker:
         self._starts: dict[str, ShardStart] = dict(starts)
         self._waiting: set[str] = set(starts)
         self._running: set[str] = set()
-        self._finished: set[str] = set()
+        self._ended: set[str] = set()
         self._forgotten: set[str] = set()
         self._excluded: set[str] = set(excluded) - self._waiting
 
@@ -535,7 +537,7 @@ class LineageTracker:
 
     @property
     def graph(self) -> ShardGraph:
-        """The current shard graph (replaced by add_shards and forget_finished)."""
+        """The current shard graph (replaced by add_shards and forget_ended)."""
         return self._graph
 
     @property
@@ -547,13 +549,13 @@ class LineageTracker:
         return frozenset(self._running)
 
     @property
-    def finished(self) -> frozenset[str]:
-        """Finished shards not yet forgotten."""
-        return frozenset(self._finished)
+    def ended(self) -> frozenset[str]:
+        """Ended shards not yet forgotten."""
+        return frozenset(self._ended)
 
     @property
     def forgotten(self) -> frozenset[str]:
-        """Ids of finished shards dropped by forget_finished that may still be listed."""
+        """Ids of ended shards dropped by forget_ended that may still be listed."""
         return frozenset(self._forgotten)
 
     @property
@@ -567,7 +569,7 @@ class LineageTracker:
         states: tuple[tuple[ShardState, set[str]], ...] = (
             ("waiting", self._waiting),
             ("running", self._running),
-            ("finished", self._finished),
+            ("ended", self._ended),
             ("forgotten", self._forgotten),
             ("excluded", self._excluded),
         )
@@ -596,7 +598,7 @@ class LineageTracker:
     def ready(self) -> list[tuple[str, ShardStart]]:
         """Waiting shards that may start now, with their starts, in stable order.
 
-        Ready means the listed parent is finished, forgotten, not planned, or not listed.
+        Ready means the listed parent has ended, is forgotten, not planned, or not listed.
         Does not change any state.
         """
         return [
@@ -611,7 +613,7 @@ class LineageTracker:
         """Move a ready shard from waiting to running.
 
         Raises ValueError when it is not waiting, or when its planned parent has not
-        finished (starting it would break per-item order).
+        ended (starting it would break per-item order).
         """
         if shard_id not in self._waiting:
             raise ValueError(
@@ -621,23 +623,23 @@ class LineageTracker:
         blocker = self._blocker(shard_id)
         if blocker is not None:
             raise ValueError(
-                f"cannot start shard {shard_id!r} before its parent {blocker!r} has finished"
+                f"cannot start shard {shard_id!r} before its parent {blocker!r} has ended"
             )
         self._waiting.remove(shard_id)
         self._running.add(shard_id)
 
-    def finish(self, shard_id: str) -> None:
-        """Move a shard from running to finished (read to its end and delivered).
+    def end(self, shard_id: str) -> None:
+        """Move a shard from running to ended (its fetcher read it to its end).
 
         Raises ValueError when it is not running.
         """
         if shard_id not in self._running:
             raise ValueError(
-                f"cannot finish shard {shard_id!r}: it is "
+                f"cannot end shard {shard_id!r}: it is "
                 f"{self.state_of(shard_id) or 'unknown'}, not running"
             )
         self._running.remove(shard_id)
-        self._finished.add(shard_id)
+        self._ended.add(shard_id)
         del self._starts[shard_id]
 
     def add_shards(self, shards: Iterable[Shard], *, complete: bool = False) -> list[str]:
@@ -652,14 +654,14 @@ class LineageTracker:
           excluded too;
         - else it becomes waiting at TRIM_HORIZON: it was created after the read began (or
           missed by an earlier listing), so all of it is new. This holds whether its parent
-          is waiting, running, finished, forgotten, unplanned (a split after a LATEST start,
+          is waiting, running, ended, forgotten, unplanned (a split after a LATEST start,
           a child of a shard a checkpoint had finished) or not listed (a new partition root:
           read even after a sequence-number start, as all of it follows the start). A
           waiting or running parent blocks it as usual.
 
         With ``complete=True`` the listing is the whole stream (every page of one
         DescribeStream): known shards absent from it have been trimmed and are dropped from
-        the graph and from the finished, forgotten and excluded sets — waiting and running
+        the graph and from the ended, forgotten and excluded sets — waiting and running
         shards are kept, their reader will meet the trimming. This is what bounds memory
         by the service's 24-hour retention in follow mode.
         """
@@ -692,18 +694,18 @@ class LineageTracker:
             graph = graph.without(
                 shard_id for shard_id in graph if shard_id not in listed and shard_id not in active
             )
-            self._finished &= listed
+            self._ended &= listed
             self._forgotten &= listed
             self._excluded &= listed
         self._graph = graph
         return added
 
-    def forget_finished(self) -> None:
-        """Drop finished shards that no longer matter, keeping only their ids.
+    def forget_ended(self) -> None:
+        """Drop ended shards that no longer matter, keeping only their ids.
 
-        A finished shard is forgotten once it has at least one listed child and none of its
+        An ended shard is forgotten once it has at least one listed child and none of its
         listed children is waiting: its Shard leaves the graph and its id moves from
-        ``finished`` to the compact ``forgotten`` set, which only serves to recognise it
+        ``ended`` to the compact ``forgotten`` set, which only serves to recognise it
         when a later listing shows it again (it is then ignored, not re-read). A child
         appearing later still becomes waiting (its parent id is unknown, so nothing blocks
         it). Requiring started children keeps a checkpoint built from this tracker
@@ -716,11 +718,11 @@ class LineageTracker:
         """
         graph = self._graph
         drop: list[str] = []
-        for shard_id in self._finished:
+        for shard_id in self._ended:
             kids = graph.children(shard_id)
             if kids and not any(kid in self._waiting for kid in kids):
                 drop.append(shard_id)
-        self._finished.difference_update(drop)
+        self._ended.difference_update(drop)
         self._forgotten.update(drop)
         drop.extend(shard_id for shard_id in self._excluded if shard_id in graph)
         self._graph = graph.without(drop)
@@ -728,5 +730,5 @@ class LineageTracker:
     def __repr__(self) -> str:
         return (
             f"LineageTracker(waiting={len(self._waiting)}, running={len(self._running)}, "
-            f"finished={len(self._finished)}, forgotten={len(self._forgotten)})"
+            f"ended={len(self._ended)}, forgotten={len(self._forgotten)})"
         )

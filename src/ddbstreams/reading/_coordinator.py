@@ -194,7 +194,7 @@ class StreamCoordinator(Generic[T]):
 
     def _forget_consumed_ancestors(self, tracker: LineageTracker) -> None:
         before = tracker.forgotten
-        tracker.forget_finished()
+        tracker.forget_ended()
         # Parents whose children have all started are covered by them now.
         self._context.state.forget(tracker.forgotten - before)
 
@@ -220,7 +220,7 @@ class StreamCoordinator(Generic[T]):
         tracker = self._tracker
         if tracker is None:
             return
-        tracker.finish(shard_id)
+        tracker.end(shard_id)
         if message.ended and self._calls.follow and not self._disabled:
             group = self._group
             assert group is not None
