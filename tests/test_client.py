@@ -23,7 +23,7 @@ import pytest
 
 from ddbstreams._aws import AwsTransport, RawGetRecordsParserFactory, to_transport_error
 from ddbstreams._backoff import RetryPolicy, backoff_cap, backoff_delay
-from ddbstreams._client import StreamsClient
+from ddbstreams._client import RetryNotice, StreamsClient
 from ddbstreams._decode import DefaultParser, RawParser
 from ddbstreams._errors import (
     AccessDeniedError,
@@ -842,6 +842,34 @@ async def test_concurrent_calls_share_the_client(
         *(client.get_shard_iterator(ARN, sid(n), SHARD_LATEST) for n in range(10))
     )
     assert results == [f"it-{sid(n)}" for n in range(10)]
+
+
+async def test_state_table_calls_share_the_retries_and_listeners(
+    client: StreamsClient, transport: FakeTransport, clock: FakeClock
+) -> None:
+    notices: list[RetryNotice] = []
+    heard: list[str] = []
+    client.add_retry_listener(notices.append)
+    client.add_response_listener(heard.append)
+    key = {"pk": {"S": "a"}}
+    transport.script("GetItem", err("ThrottlingException"), {"Item": key})
+    assert await client.tables.get_item("State", key) == key
+    assert [(n.operation, n.throttled) for n in notices] == [("GetItem", True)]
+    assert len(clock.sleeps) == 1
+    transport.script("DescribeStream", err("InternalServerError", status=500), description([]))
+    await client.describe_stream(ARN)
+    assert [n.operation for n in notices] == ["GetItem", "DescribeStream"]
+    assert heard == ["GetItem", "DescribeStream"]
+    transport.script("PutItem", err("ResourceNotFoundException"))
+    with pytest.raises(TableNotFoundError, match="'State'"):
+        await client.tables.put_item("State", key)
+    transport.script("CreateTable", err("ResourceInUseException"))
+    assert (
+        await client.tables.create_table("State", attribute_definitions=[], key_schema=[]) is False
+    )
+    await client.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        await client.tables.describe_table("State")
 
 
 # --------------------------------------------------------------------------- aws transport, pure

@@ -916,31 +916,32 @@ async def test_dynamodb_owned_client_is_closed() -> None:
     store = DynamoDBCheckpointStore(TABLE, endpoint_url="http://127.0.0.1:1", region_name="x")
     await store.close()
     with pytest.raises(RuntimeError, match="closed"):
-        await store.client.describe_table(TABLE)
+        await store.client.tables.describe_table(TABLE)
 
 
 # --------------------------------------------------------------------------- client plumbing
 
 
 async def test_client_maps_state_table_errors(fake: FakeStateTable, client: StreamsClient) -> None:
+    tables = client.tables  # the state-table operations of the client
     with pytest.raises(TableNotFoundError, match=TABLE):
-        await client.get_item(TABLE, {"name": {"S": "a"}, "stream_arn": {"S": ARN}})
+        await tables.get_item(TABLE, {"name": {"S": "a"}, "stream_arn": {"S": ARN}})
     with pytest.raises(TableNotFoundError):
-        await client.put_item(TABLE, {"name": {"S": "a"}, "stream_arn": {"S": ARN}})
+        await tables.put_item(TABLE, {"name": {"S": "a"}, "stream_arn": {"S": ARN}})
     with pytest.raises(TableNotFoundError):
-        await client.delete_item(TABLE, {"name": {"S": "a"}, "stream_arn": {"S": ARN}})
+        await tables.delete_item(TABLE, {"name": {"S": "a"}, "stream_arn": {"S": ARN}})
     fake.add_table(TABLE, CHECKPOINT_KEYS)
     item = {"name": {"S": "a"}, "stream_arn": {"S": ARN}, "version": {"N": "1"}}
-    await client.put_item(
+    await tables.put_item(
         TABLE, item, condition_expression="attribute_not_exists(#n)", names={"#n": "name"}
     )
     with pytest.raises(ConditionFailedError, match="ConditionalCheckFailedException"):
-        await client.put_item(
+        await tables.put_item(
             TABLE, item, condition_expression="attribute_not_exists(#n)", names={"#n": "name"}
         )
     assert fake.calls.count("PutItem") == 3  # condition failures are not retried
-    assert await client.get_item(TABLE, {"name": {"S": "a"}, "stream_arn": {"S": ARN}}) == item
-    assert await client.get_item(TABLE, {"name": {"S": "b"}, "stream_arn": {"S": ARN}}) is None
-    created = await client.create_table(TABLE, attribute_definitions=[], key_schema=CHECKPOINT_KEYS)
+    assert await tables.get_item(TABLE, {"name": {"S": "a"}, "stream_arn": {"S": ARN}}) == item
+    assert await tables.get_item(TABLE, {"name": {"S": "b"}, "stream_arn": {"S": ARN}}) is None
+    created = await tables.create_table(TABLE, attribute_definitions=[], key_schema=CHECKPOINT_KEYS)
     assert created is False  # ResourceInUseException: it exists
-    assert (await client.describe_table(TABLE))["TableName"] == TABLE
+    assert (await tables.describe_table(TABLE))["TableName"] == TABLE

@@ -180,7 +180,7 @@ async def test_store_with_its_own_client(
         await store.save(checkpoint(), name=NAME)
         assert await store.load(ARN, name=NAME) == checkpoint()
     with pytest.raises(RuntimeError, match="closed"):
-        await store.client.describe_table(table_name)
+        await store.client.tables.describe_table(table_name)
 
 
 async def test_reader_resumes_from_a_stored_checkpoint(

@@ -1,9 +1,10 @@
 """The aiobotocore transport: DynamoDB Streams and DynamoDB over HTTP.
 
 :class:`AwsTransport` implements :class:`ddbstreams._transport.Transport`. It only moves
-requests and responses: retries belong to :class:`ddbstreams._client.StreamsClient`, so
-botocore's own retries are switched off (``total_max_attempts=1``) and every botocore,
-aiobotocore or aiohttp failure is turned into a :class:`TransportError` here.
+requests and responses: retries belong to the client's
+:class:`~ddbstreams._retrying.RetryExecutor`, so botocore's own retries are switched off
+(``total_max_attempts=1``) and every botocore, aiobotocore or aiohttp failure is turned
+into a :class:`TransportError` here.
 
 GetRecords hot path: the session's response parser factory is replaced by one whose parser
 hands back the raw body of a successful GetRecords response (``{"RawBody": bytes}``)
@@ -41,6 +42,12 @@ from aiobotocore.session import AioSession
 from botocore import xform_name
 from botocore.parsers import ResponseParserError
 
+from ddbstreams._connection import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_CREDENTIALS_TIMEOUT,
+    DEFAULT_MAX_POOL_CONNECTIONS,
+    DEFAULT_READ_TIMEOUT,
+)
 from ddbstreams._errors import ConfigurationError
 from ddbstreams._transport import TransportError
 
@@ -49,10 +56,6 @@ __all__ = ["DEFAULT_LOCAL_REGION", "AwsTransport", "RawGetRecordsParserFactory"]
 DEFAULT_LOCAL_REGION: Final = "us-east-1"
 """Region used when an endpoint URL is given but no region is configured anywhere: local
 engines accept any region, and botocore needs one to sign."""
-
-DEFAULT_CREDENTIALS_TIMEOUT: Final = 60.0
-"""Seconds credential resolution may take (a credential_process, SSO, instance metadata).
-Generous, because a credential_process may ask for an MFA code on the terminal."""
 
 _NO_REGION: Final = (
     "no AWS region configured: pass region_name (--region), set AWS_REGION, or name the "
@@ -254,9 +257,9 @@ class AwsTransport:
         aws_secret_access_key: str | None = None,
         aws_session_token: str | None = None,
         profile_name: str | None = None,
-        connect_timeout: float = 5.0,
-        read_timeout: float = 30.0,
-        max_pool_connections: int = 64,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
+        max_pool_connections: int = DEFAULT_MAX_POOL_CONNECTIONS,
         credentials_timeout: float = DEFAULT_CREDENTIALS_TIMEOUT,
     ) -> None:
         if endpoint_url is not None:

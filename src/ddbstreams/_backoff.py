@@ -1,9 +1,9 @@
 """Retry decisions: which failures to retry, and how long to wait (pure, no I/O).
 
-:class:`ddbstreams._client.StreamsClient` performs the waits through its clock; this module
-only decides. Delays are capped exponential with full jitter: the n-th wait is uniform in
-``[0, min(max_delay, base_delay * 2 ** (n - 1))]``, which spreads concurrent shard readers
-apart after a burst of throttling.
+:class:`ddbstreams._retrying.RetryExecutor` (the loop every client call runs on) performs
+the waits through its clock; this module only decides. Delays are capped exponential with
+full jitter: the n-th wait is uniform in ``[0, min(max_delay, base_delay * 2 ** (n - 1))]``,
+which spreads concurrent shard readers apart after a burst of throttling.
 """
 
 from __future__ import annotations

@@ -738,7 +738,8 @@ class DynamoDBCheckpointStore(_ClosesOnExit):
 
     Saves are conditional writes (``attribute_not_exists(name) OR version = :expected``):
     when another process stored a newer checkpoint, :meth:`save` raises CheckpointError.
-    Reads are strongly consistent. All calls go through a :class:`StreamsClient`: the given
+    Reads are strongly consistent. All calls go through a :class:`StreamsClient` (its
+    state-table operations, ``client.tables``, on the client's retries): the given
     ``client`` (left open by :meth:`close`), or one built from ``endpoint_url`` and
     ``region_name`` (closed by :meth:`close`). Service errors are the client's
     (EndpointConnectionError, AccessDeniedError, ...), after its retries. Time (``updated_at``,
@@ -775,6 +776,7 @@ class DynamoDBCheckpointStore(_ClosesOnExit):
         else:
             self._owns_client = False
         self._client = client
+        self._tables = client.tables
         self._create_table = create_table
         self._clock: Clock = clock if clock is not None else client.clock
         # Per (name, stream ARN): the version last seen, and writes that may have landed.
@@ -814,19 +816,19 @@ class DynamoDBCheckpointStore(_ClosesOnExit):
         if self._ready:
             return
         try:
-            table = await self._client.describe_table(self.table_name)
+            table = await self._tables.describe_table(self.table_name)
         except TableNotFoundError as exc:
             if not self._create_table:
                 raise TableNotFoundError(
                     f"checkpoint table {self.table_name!r} does not exist; create it or pass "
                     f"create_table=True ({exc})"
                 ) from exc
-            await self._client.create_table(
+            await self._tables.create_table(
                 self.table_name,
                 attribute_definitions=_ATTRIBUTE_DEFINITIONS,
                 key_schema=_KEY_SCHEMA,
             )
-            table = await self._client.describe_table(self.table_name)
+            table = await self._tables.describe_table(self.table_name)
         waited = 0.0
         while table.get("TableStatus") not in _READY_STATUSES:
             status = table.get("TableStatus")
@@ -841,7 +843,7 @@ class DynamoDBCheckpointStore(_ClosesOnExit):
                 )
             await self._clock.sleep(_TABLE_POLL_INTERVAL)
             waited += _TABLE_POLL_INTERVAL
-            table = await self._client.describe_table(self.table_name)
+            table = await self._tables.describe_table(self.table_name)
         self._check_key_schema(table)
         self._ready = True
 
@@ -868,7 +870,7 @@ class DynamoDBCheckpointStore(_ClosesOnExit):
     async def _read(self, key: tuple[str, str]) -> tuple[int, str] | None:
         """The stored (version, JSON text) under ``key`` (name, stream ARN), or None;
         strongly consistent."""
-        item = await self._client.get_item(self.table_name, self._item_key(key))
+        item = await self._tables.get_item(self.table_name, self._item_key(key))
         if item is None:
             return None
         where = self._where(key)
@@ -956,7 +958,7 @@ class DynamoDBCheckpointStore(_ClosesOnExit):
         pending.append(attempt)
         del pending[:-_MAX_UNCONFIRMED]
         try:
-            await self._client.put_item(
+            await self._tables.put_item(
                 self.table_name,
                 item,
                 condition_expression=condition,
@@ -981,7 +983,7 @@ class DynamoDBCheckpointStore(_ClosesOnExit):
 
         async def clear() -> None:
             await self._ensure_table()
-            await self._client.delete_item(self.table_name, self._item_key(key))
+            await self._tables.delete_item(self.table_name, self._item_key(key))
             self._known[key] = None
             self._unconfirmed.pop(key, None)
 
