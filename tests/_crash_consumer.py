@@ -129,13 +129,8 @@ async def main(args: argparse.Namespace) -> None:
             stop_timeout=10.0,
         ),
     )
-    loop = asyncio.get_running_loop()
-    stopping: set[asyncio.Task[None]] = set()
-
-    def stop() -> None:
-        stopping.add(loop.create_task(consumer.stop()))
-
-    loop.add_signal_handler(signal.SIGTERM, stop)
+    # A graceful stop, asked for from the signal handler without waiting for it.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, consumer.request_stop)
     try:
         await consumer.run()
     finally:

@@ -71,8 +71,6 @@ MAX_FUNCTION_LINES = 60
 #: "module:qualname" -> why it may exceed the limit.
 SIZE_ALLOWLIST: dict[str, str] = {
     "ddbstreams._cli:_build_parser": "argparse declarations of every subcommand (issue 9)",
-    "ddbstreams._cli:_tail_checkpointed": "to be split in issue 9",
-    "ddbstreams._consumer:Consumer": "being reworked in issue 9",
     "ddbstreams._render:record_to_pretty": "to be split in issue 9",
     "ddbstreams.testing._simulator:StreamSimulator": "test double of the whole service API",
     "ddbstreams.testing._simulator:StreamSimulator.__init__": "to be split in issue 9",

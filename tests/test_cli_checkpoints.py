@@ -1,10 +1,10 @@
 """``ddbstreams tail --checkpoint`` and ``ddbstreams checkpoints show|reset``.
 
 The ``checkpoints`` commands are tested against SQLite files written with
-:class:`SQLiteCheckpointStore` (no engine). ``tail --checkpoint`` is tested first with a
-stand-in client and reader (when exactly the checkpoint is saved, relative to the output),
-then end to end against DynamoDB Local, in process and as a ``--follow`` process stopped
-with SIGINT.
+:class:`SQLiteCheckpointStore` (no engine). ``tail --checkpoint`` (a :class:`Consumer`) is
+tested first with a stand-in client and reader (when exactly the checkpoint is saved,
+relative to the output), then end to end against DynamoDB Local, in process and as a
+``--follow`` process stopped with SIGINT.
 """
 
 from __future__ import annotations
@@ -19,17 +19,18 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ddbstreams import _cli
+from ddbstreams import _cli, _consumer
 from ddbstreams._cli import main
 from ddbstreams._clock import SystemClock
 from ddbstreams._decode import DefaultParser
 from ddbstreams._errors import StreamNotFoundError, TrimmedDataError
+from ddbstreams._events import BatchHandled
 from ddbstreams._model import Record
 from ddbstreams._position import (
     LATEST,
@@ -40,6 +41,7 @@ from ddbstreams._position import (
 )
 from ddbstreams._store import SQLiteCheckpointStore
 from ddbstreams.local import DynamoDBLocal, SourceTable
+from ddbstreams.reading import ShardBatch
 from tests.test_cli_follow import FollowingTail
 
 ARN_A = "arn:aws:dynamodb:eu-west-1:123456789012:table/orders/stream/2025-11-29T06:31:20.000"
@@ -485,7 +487,11 @@ class FakeClient:
 
 class FakeReader:
     """Hands out the script's batches in order, after the start position, and keeps the
-    checkpoint of what it handed out, like StreamReader."""
+    checkpoint of what it handed out, like StreamReader (the consumer's side of it).
+
+    Once out of batches it runs the script's ``then`` when the consumer has handled every
+    record handed out (it listens on the consumer's event hub), like a stream going quiet
+    after what it held was printed."""
 
     script: Script
 
@@ -503,7 +509,16 @@ class FakeReader:
         self.pending = [batch for batch in self.pending if batch]
         self.shard_finished = False
         self.exited = False
+        self.handed = 0
+        self.handled = 0
+        self.progress = asyncio.Event()
+        kwargs["event_hub"].listen(self.on_event)
         self.script.readers.append(self)
+
+    def on_event(self, event: object) -> None:
+        if isinstance(event, BatchHandled):
+            self.handled += event.records
+            self.progress.set()
 
     async def __aenter__(self) -> FakeReader:
         return self
@@ -518,20 +533,36 @@ class FakeReader:
             return Checkpoint(self.stream_arn, pending={SHARD: SHARD_TRIM_HORIZON})
         return Checkpoint(self.stream_arn, {SHARD: self.last})
 
-    async def batches(self, max_size: int = 1000) -> AsyncIterator[list[Record]]:
-        while self.pending:
+    def pause(self, shard_id: str) -> None:
+        pass
+
+    def resume(self, shard_id: str) -> None:
+        pass
+
+    async def next_shard_batch(self, max_size: int = 1000) -> ShardBatch[Record] | None:
+        if self.pending:
             batch = self.pending[0][:max_size]
             self.pending[0] = self.pending[0][max_size:]
             if not self.pending[0]:
                 self.pending.pop(0)
+            before = (
+                SHARD_TRIM_HORIZON
+                if self.last is None
+                else ShardStart("AFTER_SEQUENCE_NUMBER", self.last)
+            )
             self.last = batch[-1].sequence_number
-            yield batch
+            self.handed += len(batch)
+            return ShardBatch(SHARD, batch, [r.sequence_number for r in batch], False, None, before)
         if self.script.error_after_batches is not None:
             raise self.script.error_after_batches
         if self.follow or self.script.then is not None:
             if self.script.then is not None:
+                while self.handled < self.handed:
+                    self.progress.clear()
+                    await self.progress.wait()
                 self.script.then()
             await asyncio.Event().wait()
+        return None
 
 
 @pytest.fixture
@@ -539,7 +570,7 @@ def script(monkeypatch: pytest.MonkeyPatch) -> Script:
     script = Script()
     FakeReader.script = script
     monkeypatch.setattr(_cli, "StreamsClient", FakeClient)
-    monkeypatch.setattr(_cli, "StreamReader", FakeReader)
+    monkeypatch.setattr(_consumer, "StreamReader", FakeReader)
     return script
 
 
@@ -589,7 +620,7 @@ def test_tail_saves_after_each_printed_batch(
     (reader,) = script.readers
     assert reader.stream_arn == ARN_A  # resolved before the reader is made
     assert reader.kwargs["start"] == TRIM_HORIZON
-    assert reader.kwargs["on_trimmed"] == "raise"
+    assert reader.kwargs["options"].on_trimmed == "raise"
     assert reader.exited
 
 
@@ -618,12 +649,24 @@ def test_tail_without_checkpoint_starts_at_from(script: Script, tmp_path: Path) 
 
     assert status == 0
     assert script.readers[0].kwargs["start"] == LATEST
-    assert err.splitlines() == [
+    lines = err.splitlines()
+    assert lines[:2] == [
         f"ddbstreams: no checkpoint in {path} (name 'n1') for this stream yet: starting at latest",
         f"ddbstreams: reading {ARN_A}",
+    ]
+    assert lines[-2:] == [
         "ddbstreams: reader stopped",
         f"ddbstreams: checkpoint saved in {path} (name 'n1')",
     ]
+    # In between, the consumer's events: each batch handled, each save.
+    progress = lines[2:-2]
+    handled = [line for line in progress if line.startswith("ddbstreams: batch handled: ")]
+    assert [line.split(" of ")[0] for line in handled] == [
+        "ddbstreams: batch handled: 3 records"
+    ] * 3
+    saves = [line for line in progress if line not in handled]
+    assert saves
+    assert set(saves) == {f"ddbstreams: checkpoint saved: 'n1', stream {ARN_A}"}
     assert position(path, name="n1") == seq(8)
     assert stored_keys(path) == [("n1", ARN_A)]
 

@@ -24,18 +24,23 @@ had been read. ``--connect-timeout``, ``--read-timeout`` and ``--credentials-tim
 (seconds) bound each connection, each response and the resolving of credentials (a hung
 ``credential_process``).
 
-``tail --checkpoint FILE [--name NAME]`` keeps its position in a SQLite checkpoint file
-(:class:`~ddbstreams.SQLiteCheckpointStore`, one checkpoint per name and stream; the name
-defaults to ``tail`` so that a tail never moves the checkpoint of a consumer, whose default
-name is ``default``). At start the stream's stored checkpoint is the start position, as with
-Lambda and the KCL: ``--from`` only applies when none is stored (if both are present, one
-line on stderr says that the checkpoint wins). The position is saved after every batch, once
-the batch has been written and flushed, so a saved checkpoint never covers a record that was
-not printed; and once more at exit, however the run ends (end of the single pass,
-``--max-records``, SIGINT/SIGTERM/SIGHUP, an error), except after a failed write. ``--max-records``
-takes no more records from the reader than it prints, so the next run starts at the next
-record. A checkpoint that cannot be used (corrupt file or entry, positions trimmed from the
-stream) is an error with a hint on how to start over; records are never skipped silently.
+``tail --checkpoint FILE [--name NAME]`` runs a :class:`~ddbstreams.Consumer` (a single
+pass, or following with ``--follow``) whose handler prints, with its checkpoint in a SQLite
+file (:class:`~ddbstreams.SQLiteCheckpointStore`, one checkpoint per name and stream; the
+name defaults to ``tail`` so that a tail never moves the checkpoint of a consumer, whose
+default name is ``default``). At start the stream's stored checkpoint is the start
+position, as with Lambda and the KCL: ``--from`` only applies when none is stored (if both
+are present, one line on stderr says that the checkpoint wins). The consumer checkpoints
+what was printed: after every batch, once it has been written and flushed (and before the
+next batch is printed), so a saved checkpoint never covers a record that was not printed;
+and once more at exit, however the run ends (end of the single pass, ``--max-records``,
+SIGINT/SIGTERM/SIGHUP, an error). A batch that could not be written is not checkpointed;
+with ``--max-records`` the records of a batch past the limit are reported to the consumer
+as not done, so the checkpoint names exactly the records printed and the next run starts
+at the next record. A checkpoint that cannot be used (corrupt file or entry, positions
+trimmed from the stream) is an error with a hint on how to start over; records are never
+skipped silently. ``--verbose`` shows the consumer's events too (batches handled,
+checkpoints saved).
 
 ``checkpoints show FILE`` lists the checkpoints a file holds (``--json``: the stored
 documents); ``checkpoints reset FILE (--stream STREAM | --all)`` deletes them, after a
@@ -77,6 +82,7 @@ from ddbstreams import _render
 from ddbstreams._arn import is_table_name, parse_stream_arn
 from ddbstreams._client import RetryNotice, StreamsClient
 from ddbstreams._clock import Clock, SystemClock
+from ddbstreams._consumer import Consumer
 from ddbstreams._decode import DefaultParser, RawParser
 from ddbstreams._encode import encode_item
 from ddbstreams._errors import (
@@ -89,7 +95,14 @@ from ddbstreams._errors import (
     InvalidStreamArnError,
     TrimmedDataError,
 )
-from ddbstreams._events import ReaderError, ReaderEvent, RequestRetried, StreamDisabled, Throttled
+from ddbstreams._events import (
+    ConsumerStarted,
+    Event,
+    ReaderError,
+    RequestRetried,
+    StreamDisabled,
+    Throttled,
+)
 from ddbstreams._model import Record
 from ddbstreams._position import (
     LATEST,
@@ -102,7 +115,8 @@ from ddbstreams._position import (
     at_sequence,
 )
 from ddbstreams._store import SQLiteCheckpointStore, StoredCheckpoint
-from ddbstreams.reading import StreamReader
+from ddbstreams._tasks import until_stopped
+from ddbstreams.reading import ReaderOptions, StreamReader
 
 __all__ = ["main", "parse_position"]
 
@@ -527,9 +541,12 @@ def _stderr_is_terminal() -> bool:
         return False
 
 
-def _print_event(event: ReaderEvent) -> None:
+def _print_event(event: Event) -> None:
     # An error that ends the read is reported once, as the command's error line.
     if isinstance(event, ReaderError) and not event.retrying:
+        return
+    # Told as the notes of where a tail --checkpoint starts (see _StartNotes).
+    if isinstance(event, ConsumerStarted):
         return
     # The client's retry listener reports every retry (see _Watch.on_retry), also those
     # made before the reader has started and subscribed to the client.
@@ -652,7 +669,7 @@ class _Watch:
         client.add_retry_listener(self.on_retry)
         client.add_response_listener(self.on_response)
 
-    def on_event(self, event: ReaderEvent) -> None:
+    def on_event(self, event: Event) -> None:
         if isinstance(event, StreamDisabled):
             self.stream_disabled = True
         elif isinstance(event, ReaderError) and event.retrying and self._outage is not None:
@@ -713,25 +730,6 @@ def _stop_on_signals(
                     signal.signal(signum, previous)
 
 
-async def _until_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> None:
-    """Run ``work`` until it ends or ``stop`` is set; then cancel it and wait for it.
-
-    Raises what ``work`` raised. A stop is not an error: it returns normally. Cancelling
-    ``work`` runs its cleanup (``async with reader`` stops the reader) before this returns.
-    """
-    task = asyncio.create_task(work)
-    waiter = asyncio.create_task(stop.wait())
-    try:
-        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiter.cancel()
-        if not task.done():
-            task.cancel()
-            await asyncio.wait({task})
-    if not task.cancelled():
-        task.result()
-
-
 async def _tail(args: argparse.Namespace, out: _Output) -> int:
     parser = RawParser() if args.raw else DefaultParser()
     render: Callable[[Record], bytes]
@@ -765,7 +763,7 @@ async def _tail(args: argparse.Namespace, out: _Output) -> int:
     with _stop_on_signals(asyncio.get_running_loop(), on_signal):
         # The signal handlers are in place before the reader starts, so a stop requested
         # while the stream is being resolved is honoured too.
-        await _until_stopped(work, stop)
+        await until_stopped(work, stop)
     return 0
 
 
@@ -778,7 +776,7 @@ async def _tail_plain(
     *,
     announce: bool,
 ) -> None:
-    """``tail`` without a checkpoint file."""
+    """``tail`` without a checkpoint file: a reader, its records copied to the output."""
     async with _streams_client(args, watch) as client:
         reader = StreamReader(
             args.stream,
@@ -799,37 +797,111 @@ async def _tail_plain(
         )
 
 
-class _CheckpointSaver:
-    """Saves a reader's checkpoint to a store under ``name``, skipping saves that would
-    change nothing."""
+class _TailStore(SQLiteCheckpointStore):
+    """The checkpoint file of ``tail --checkpoint``, noting whether a save failed: the
+    error is then the store's own (a second tail on the same name...), reported as it is
+    rather than as a problem of the stored checkpoint."""
 
-    __slots__ = ("_saved", "failed", "name", "store")
+    save_failed = False
 
-    def __init__(self, store: SQLiteCheckpointStore, name: str, loaded: Checkpoint | None) -> None:
-        self.store = store
-        self.name = name
-        self.failed = False
-        self._saved = loaded
-
-    async def save(self, checkpoint: Checkpoint) -> None:
-        if checkpoint == self._saved:
-            return
+    async def save(self, checkpoint: Checkpoint, *, name: str) -> None:
         try:
-            await self.store.save(checkpoint, name=self.name)
-        except BaseException:
-            self.failed = True
+            await super().save(checkpoint, name=name)
+        except Exception:
+            self.save_failed = True
             raise
-        self._saved = checkpoint
 
-    async def save_at_exit(self, checkpoint: Checkpoint, error: BaseException | None) -> None:
-        """The last save. Its failure is the command's error when the run ended well (or by
-        a stop, i.e. cancellation); after another error, that error is the one reported."""
-        if error is None or isinstance(error, asyncio.CancelledError):
-            await self.save(checkpoint)
-        elif not self.failed:
-            # The run's own error says what went wrong; a store that fails too adds nothing.
-            with contextlib.suppress(DDBStreamsError, OSError):
-                await self.save(checkpoint)
+
+class _Printer:
+    """The handler of ``tail --checkpoint``: prints (and flushes) each batch it is given,
+    ``limit`` records at most in all.
+
+    Before printing a batch it has the consumer save the checkpoint of what was printed
+    before, so that a saved checkpoint never covers a record that was not printed and every
+    printed batch is saved before the next one is printed. Records it does not print (past
+    the limit, or once output or a save failed) are reported as failed in a partial batch
+    response, so the consumer does not checkpoint them; it then asks the consumer to stop.
+    Such an error is kept in ``error``, for the command to raise once the consumer stopped.
+    Printing does not await: a stop (cancellation) never cuts a batch in half.
+    """
+
+    __slots__ = ("_limit", "_out", "_render", "consumer", "error", "printed")
+
+    def __init__(self, render: Callable[[Record], bytes], out: _Output, limit: int | None) -> None:
+        self._render = render
+        self._out = out
+        self._limit = limit
+        self.consumer: Consumer | None = None
+        self.error: Exception | None = None
+        self.printed = 0
+
+    @property
+    def reached_limit(self) -> bool:
+        return self._limit is not None and self.printed >= self._limit
+
+    async def __call__(self, records: list[Record]) -> dict[str, Any] | None:
+        consumer = self.consumer
+        assert consumer is not None
+        room = len(records) if self._limit is None else self._limit - self.printed
+        shown = records[: max(0, room)] if self.error is None else []
+        if shown:
+            try:
+                if self.printed:
+                    await consumer.save_checkpoint()
+                self._out.write(b"".join([self._render(record) for record in shown]))
+                # One flush per batch (a GetRecords page at most): prompt for a human
+                # watching or a pipe reader, cheap for a pipe.
+                self._out.flush()
+            except Exception as exc:
+                self.error, shown = exc, []
+            self.printed += len(shown)
+        if self.error is not None or self.reached_limit:
+            consumer.request_stop()
+        if len(shown) == len(records):
+            return None
+        return {"batchItemFailures": [{"itemIdentifier": records[len(shown)].sequence_number}]}
+
+
+class _StartNotes:
+    """The lines a ``tail --checkpoint`` says on stderr when its consumer starts: where it
+    resumes (said even without ``announce`` when a stored checkpoint overrules ``--from``)
+    and what it reads. ``started`` tells whether the consumer got that far."""
+
+    __slots__ = ("_announce", "_follow", "_from_given", "_where", "started")
+
+    def __init__(self, where: str, *, from_given: bool, follow: bool, announce: bool) -> None:
+        self._where = where
+        self._from_given = from_given
+        self._follow = follow
+        self._announce = announce
+        self.started = False
+
+    def on_event(self, event: Event) -> None:
+        if not isinstance(event, ConsumerStarted):
+            return
+        self.started = True
+        where = self._where
+        if isinstance(event.start, Checkpoint):
+            if self._from_given:
+                _note(
+                    f"resuming from the checkpoint in {where}; --from only applies when "
+                    "no checkpoint is stored"
+                )
+            elif self._announce:
+                _note(f"resuming from the checkpoint in {where}")
+        elif self._announce:
+            _note(
+                f"no checkpoint in {where} for this stream yet: starting at "
+                f"{_position_text(event.start)}"
+            )
+        if self._announce:
+            _note(_reading_text(event.stream_arn, follow=self._follow))
+
+
+def _reading_text(stream_arn: str, *, follow: bool) -> str:
+    if follow:
+        return f"following {stream_arn}, Ctrl-C to stop"
+    return f"reading {stream_arn}"
 
 
 async def _tail_checkpointed(
@@ -841,92 +913,98 @@ async def _tail_checkpointed(
     *,
     announce: bool,
 ) -> None:
-    """``tail --checkpoint``: resolve the stream, load its checkpoint, read, save.
+    """``tail --checkpoint``: a :class:`Consumer` with the checkpoint file as its store, the
+    name ``tail`` (or ``--name``), and a handler that prints (:class:`_Printer`).
 
-    Resolving and loading happen here rather than in the reader because the stored
-    checkpoint (keyed by stream ARN) decides the reader's start position.
+    Trimmed records are an error (``on_trimmed="raise"``): skipping them would silently
+    move the checkpoint past records that were never printed.
     """
     name = args.name if args.name is not None else _TAIL_CHECKPOINT_NAME
-    store = SQLiteCheckpointStore(args.checkpoint)
+    store = _TailStore(args.checkpoint)
     where = f"{store.path} (name {name!r})"
+    printer = _Printer(render, out, args.max_records)
+    notes = _StartNotes(
+        where, from_given=args.start is not None, follow=args.follow, announce=announce
+    )
+
+    def on_event(event: Event) -> None:
+        notes.on_event(event)
+        watch.on_event(event)
+
     try:
         async with _streams_client(args, watch) as client:
-            stream_arn = await client.resolve_stream(args.stream)
-            hint = (
-                f"to start over: {_PROG} checkpoints reset {shlex.quote(str(store.path))} "
-                f"--name {shlex.quote(name)} --stream {stream_arn} --yes"
-            )
-            try:
-                stored = await store.load(stream_arn, name=name)
-            except CheckpointFileError as exc:
-                # Nothing in the file can be reset: it has to go (or another file be used).
-                moving = _move_away_hint(exc.path)
-                raise CheckpointError(
-                    f"{exc}; {moving} (or use another --checkpoint FILE)"
-                ) from exc
-            except CheckpointError as exc:
-                raise CheckpointError(f"{exc}; {hint}") from exc
-            start: StartPosition
-            if stored is not None:
-                start = stored
-                if args.start is not None:
-                    _note(
-                        f"resuming from the checkpoint in {where}; --from only applies when "
-                        "no checkpoint is stored"
-                    )
-                elif announce:
-                    _note(f"resuming from the checkpoint in {where}")
-            else:
-                start = args.start if args.start is not None else TRIM_HORIZON
-                if announce:
-                    _note(
-                        f"no checkpoint in {where} for this stream yet: starting at "
-                        f"{_position_text(start)}"
-                    )
-            reader = StreamReader(
-                stream_arn,
-                start=start,
+            consumer = Consumer(
+                args.stream,
+                printer,
+                store=store,
+                name=name,
                 follow=args.follow,
                 client=client,
                 parser=parser,
-                on_event=watch.on_event,
-                # Skipping trimmed records would silently move a checkpoint past records
-                # that were never printed.
-                on_trimmed="raise",
+                reader_options=ReaderOptions(on_trimmed="raise"),
+                on_event=on_event,
+                starting_position=args.start if args.start is not None else TRIM_HORIZON,
+                batch_size=min(args.max_records or _BATCH_SIZE, _BATCH_SIZE),
+                report_batch_item_failures=True,
             )
-            saver = _CheckpointSaver(store, name, stored)
+            printer.consumer = consumer
             try:
-                await _copy(
-                    reader,
-                    render,
-                    out,
-                    args.max_records,
-                    verbose=args.verbose,
-                    announce=announce,
-                    saver=saver,
-                    watch=watch,
-                )
-            except TrimmedDataError as exc:
-                raise TrimmedDataError(f"{exc}; {hint}") from exc
-            except CheckpointError as exc:
-                if saver.failed and _is_conflict(exc):
-                    # The store's "reload it" is advice for a program; on a command line the
-                    # cause is a second tail (or consumer) using the same name.
-                    raise CheckpointConflictError(
-                        f"another process uses the same checkpoint name {name!r} in "
-                        f"{store.path}: give each tail its own --name"
-                    ) from exc
-                if saver.failed:
+                await _run_printing(consumer, printer, notes, watch, verbose=args.verbose)
+            except DDBStreamsError as exc:
+                told = _tail_error(exc, store, name, consumer)
+                if told is None:
                     raise
-                raise CheckpointError(f"{exc}; {hint}") from exc
-            if args.verbose:
-                _note(f"checkpoint saved in {where}")
+                raise told from exc
     finally:
         await store.close()
+    if args.verbose:
+        _note(f"checkpoint saved in {where}")
 
 
-def _is_conflict(error: CheckpointError) -> bool:
-    return isinstance(error, CheckpointConflictError)
+async def _run_printing(
+    consumer: Consumer, printer: _Printer, notes: _StartNotes, watch: _Watch, *, verbose: bool
+) -> None:
+    """Run the consumer of a ``tail --checkpoint`` and say how it ended."""
+    try:
+        await consumer.run()
+        if printer.error is not None:
+            raise printer.error
+        if consumer.follow and not printer.reached_limit and watch.stream_disabled:
+            # Otherwise a follow that stops with status 0 and no word looks like a crash.
+            _note(
+                f"stream {consumer.stream_arn} was disabled (table deleted or stream turned "
+                "off); every record it holds was read"
+            )
+    finally:
+        if verbose and notes.started:
+            _note("reader stopped")
+
+
+def _tail_error(
+    error: DDBStreamsError, store: _TailStore, name: str, consumer: Consumer
+) -> DDBStreamsError | None:
+    """The error a ``tail --checkpoint`` reports for ``error``, with a hint on how to start
+    over; None to report ``error`` as it is."""
+    if store.save_failed and isinstance(error, CheckpointConflictError):
+        # The store's "reload it" is advice for a program; on a command line the cause is a
+        # second tail (or consumer) using the same name.
+        return CheckpointConflictError(
+            f"another process uses the same checkpoint name {name!r} in {store.path}: "
+            "give each tail its own --name"
+        )
+    if store.save_failed or not isinstance(error, CheckpointError | TrimmedDataError):
+        return None
+    if isinstance(error, CheckpointFileError):
+        # Nothing in the file can be reset: it has to go (or another file be used).
+        moving = _move_away_hint(error.path)
+        return CheckpointError(f"{error}; {moving} (or use another --checkpoint FILE)")
+    hint = (
+        f"to start over: {_PROG} checkpoints reset {shlex.quote(str(store.path))} "
+        f"--name {shlex.quote(name)} --stream {consumer.stream_arn} --yes"
+    )
+    if isinstance(error, TrimmedDataError):
+        return TrimmedDataError(f"{error}; {hint}")
+    return CheckpointError(f"{error}; {hint}")
 
 
 async def _aclose(iterator: AsyncIterator[Any]) -> None:
@@ -971,39 +1049,29 @@ async def _copy(
     *,
     verbose: bool,
     announce: bool | None = None,
-    saver: _CheckpointSaver | None = None,
     watch: _Watch | None = None,
 ) -> None:
     """Start ``reader``, write its records (at most ``limit``) and stop it, however this ends.
 
     ``announce`` (default: ``verbose``) says on stderr which stream is read. Cancellation
-    only happens while waiting for the next batch or for a checkpoint save, never halfway
-    through writing a batch: writing and flushing do not await. With ``saver``, the
-    reader's checkpoint is saved after each batch is flushed, and at the end unless
-    writing a batch failed (it would cover records that were not printed). A follow that
-    ends by itself because ``watch`` saw the stream disabled says so.
+    only happens while waiting for the next batch, never halfway through writing a batch:
+    writing and flushing do not await. A follow that ends by itself because ``watch`` saw
+    the stream disabled says so.
     """
     started = False
-    writing = False
-    printed = 0
     try:
         async with reader:
             started = True
             if verbose if announce is None else announce:
-                mode = "following" if reader.follow else "reading"
-                hint = ", Ctrl-C to stop" if reader.follow else ""
-                _note(f"{mode} {reader.stream_arn}{hint}")
+                _note(_reading_text(reader.stream_arn, follow=reader.follow))
+            printed = 0
             async with contextlib.aclosing(_sized_batches(reader, limit)) as batches:
                 async for batch in batches:
-                    writing = True
                     out.write(b"".join([render(record) for record in batch]))
                     # One flush per batch (a GetRecords page at most): prompt for a human
                     # watching or a pipe reader, cheap for a pipe.
                     out.flush()
-                    writing = False
                     printed += len(batch)
-                    if saver is not None:
-                        await saver.save(reader.checkpoint())
             ended_by_itself = limit is None or printed < limit
             if reader.follow and ended_by_itself and watch is not None and watch.stream_disabled:
                 # Otherwise a follow that stops with status 0 and no word looks like a crash.
@@ -1011,16 +1079,9 @@ async def _copy(
                     f"stream {reader.stream_arn} was disabled (table deleted or stream turned "
                     "off); every record it holds was read"
                 )
-    except BaseException as exc:
+    finally:
         if verbose and started:
             _note("reader stopped")
-        if saver is not None and started and not writing:
-            await saver.save_at_exit(reader.checkpoint(), exc)
-        raise
-    if verbose and started:
-        _note("reader stopped")
-    if saver is not None:
-        await saver.save_at_exit(reader.checkpoint(), None)
 
 
 def _cmd_describe(args: argparse.Namespace, out: _Output) -> int:

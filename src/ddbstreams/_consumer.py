@@ -1,26 +1,35 @@
 """Consumers: run a batch handler over a stream with durable checkpoints and Lambda's controls.
 
-A :class:`Consumer` reads a stream in follow mode and calls a handler with batches of
-records from one shard at a time, in order, checkpointing after the handler succeeds.
-Options carry the names and meanings of a Lambda event source mapping for DynamoDB
-Streams (batch size, batching window, retries, record age, bisect on error, partial batch
-responses, on-failure destination, parallelization factor, filters).
+A :class:`Consumer` reads a stream (in follow mode, or as a single pass) and calls a handler
+with batches of records from one shard at a time, in order, checkpointing after the handler
+succeeds. Options carry the names and meanings of a Lambda event source mapping for
+DynamoDB Streams (batch size, batching window, retries, record age, bisect on error,
+partial batch responses, on-failure destination, parallelization factor, filters).
 
-Structure:
+Structure (one run of :meth:`Consumer.run` builds a :class:`_Pass`):
 
-* the intake (``Consumer._intake``) takes :class:`~ddbstreams.ShardBatch` es from the reader,
-  gathers them per shard up to the batch size or the batching window, and hands each batch
-  to the shard's lanes (``parallelization_factor`` of them; a record's lane is chosen by
-  its item key, so one item's changes never run in two batches at once);
-* a lane (``_Lane``) runs its batches one after another, each through the error policy
-  (``_process``);
-* per shard, ``_ShardWork`` keeps the batches in stream order and the position up to which
-  every record is processed; a child shard's lanes wait until its parent is fully processed;
-* a committer task writes the consumer's checkpoint to the store after batches complete.
+* the intake (``_Pass.intake``) takes :class:`~ddbstreams.ShardBatch` es from the reader and
+  hands them to a :class:`_Gatherer`, which holds each shard's records until they are due
+  (batch size, the batching window on the consumer's clock, end of shard, end of read);
+* a due batch is queued on the shard's lanes (``parallelization_factor`` of them; a
+  record's lane is chosen by its item key, so one item's changes never run in two batches
+  at once); a lane runs its batches one after another, each through the error policy
+  (:class:`_BatchPolicy`: filters, record age, handler, retries, bisection, partial batch
+  responses, on-failure destination);
+* per shard, :class:`_ShardWork` keeps the batches in stream order and the position up to
+  which every record is processed; a child shard's lanes wait until its parent is fully
+  processed;
+* a committer task writes the checkpoint (:class:`_Checkpointer`) after batches complete,
+  and once more when the run ends, however it ends.
 
 The checkpoint only ever covers records whose batch completed (handled, filtered out, or
-given up on and sent to the on-failure destination); records of batches in flight at a
-crash are delivered again on restart, never skipped.
+given up on and sent to the on-failure destination), or that a partial batch response
+reported as handled; records of batches in flight at a crash are delivered again on
+restart, never skipped.
+
+Everything observable is an event on the consumer's one :class:`~ddbstreams.EventHub`
+(its reader publishes there too); logging is a subscriber of it
+(:func:`~ddbstreams._events.log_event`).
 """
 
 from __future__ import annotations
@@ -28,13 +37,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import enum
 import inspect
-import logging
 import os
-import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,23 +53,38 @@ from ddbstreams._client import StreamsClient
 from ddbstreams._clock import Clock, SystemClock
 from ddbstreams._decode import dumps_plain_json
 from ddbstreams._encode import encode_item
-from ddbstreams._errors import ConfigurationError
-from ddbstreams._events import ReaderEvent
+from ddbstreams._errors import ConfigurationError, DDBStreamsError
+from ddbstreams._events import (
+    BatchFailed,
+    BatchFailure,
+    BatchHandled,
+    CheckpointSaved,
+    ConsumerStarted,
+    Event,
+    EventHub,
+    RecordsGivenUp,
+    log_event,
+)
 from ddbstreams._filter import RecordFilter
 from ddbstreams._model import Record
+from ddbstreams._parser import Parser
 from ddbstreams._position import (
     TRIM_HORIZON,
+    AfterSequence,
+    AtSequence,
     Checkpoint,
     Latest,
     ShardStart,
+    StartPosition,
     TrimHorizon,
 )
 from ddbstreams._store import CheckpointStore, SQLiteCheckpointStore
-from ddbstreams._tasks import first_error, first_of, run_in_daemon_thread
+from ddbstreams._tasks import run_in_daemon_thread, until_stopped, wait_tasks
 from ddbstreams.reading import ReaderOptions, ShardBatch, StreamReader
 
 __all__ = [
     "Consumer",
+    "ConsumerLifecycle",
     "ConsumerOptions",
     "FailedBatch",
     "Handler",
@@ -71,18 +94,18 @@ __all__ = [
     "record_to_lambda",
 ]
 
-log = logging.getLogger("ddbstreams")
-
 Handler = Callable[[list[Record]], Any]
 """A batch handler: a plain or async function taking a list of records of one shard.
 
 It returns ``None`` on success. With ``report_batch_item_failures`` it may return Lambda's
 partial batch response, ``{"batchItemFailures": [{"itemIdentifier": "<sequence number>"}]}``:
-the records before the first failed one are done, the rest is retried. Raising an
-exception fails the whole batch.
+the records before the first failed one are done (and checkpointed), the rest is retried.
+Raising an exception fails the whole batch.
 """
 
 FailureDestination = Callable[["FailedBatch"], Awaitable[None] | None]
+
+Condition = Literal["RetryAttemptsExhausted", "RecordAgeExceeded"]
 
 DEFAULT_STORE_PATH = "ddbstreams-checkpoints.sqlite"
 
@@ -94,8 +117,9 @@ class ConsumerOptions:
     - ``batch_size`` (BatchSize, default 100, 1 to 10,000): most records per handler call.
     - ``maximum_batching_window`` (MaximumBatchingWindowInSeconds, default 0): how long to
       gather records of a shard before calling the handler with fewer than ``batch_size``.
-    - ``starting_position`` (StartingPosition): TRIM_HORIZON or LATEST, used when the store
-      holds no checkpoint for the stream.
+    - ``starting_position`` (StartingPosition): TRIM_HORIZON or LATEST (or, beyond Lambda,
+      ``at_sequence(...)`` / ``after_sequence(...)``), used when the store holds no
+      checkpoint for the stream.
     - ``maximum_retry_attempts`` (MaximumRetryAttempts, default -1 = until the record
       expires): retries of a failed batch before it goes to the on-failure destination.
     - ``maximum_record_age`` (MaximumRecordAgeInSeconds, default -1 = no limit): records
@@ -108,17 +132,19 @@ class ConsumerOptions:
     - ``parallelization_factor`` (ParallelizationFactor, 1 to 10): batches of one shard in
       flight at once; records of one item key always go to the same lane, in order.
     - ``retry_delay`` / ``retry_max_delay``: wait before retrying a failed batch, doubling.
-    - ``retry_delay`` / ``retry_max_delay`` apply per batch (and per bisected half): one
-      record's failures never lengthen another record's wait.
+      They apply per batch (and per bisected half): one record's failures never lengthen
+      another record's wait.
     - ``stop_timeout``: how long :meth:`Consumer.stop` lets in-flight handler calls finish
       before abandoning them (not checkpointed: they are delivered again on restart). A
       blocking handler still running then goes on in a daemon thread until it returns;
       it does not keep the process alive.
+
+    Every duration is measured on the consumer's clock (``Consumer(clock=...)``).
     """
 
     batch_size: int = 100
     maximum_batching_window: float = 0.0
-    starting_position: TrimHorizon | Latest = TRIM_HORIZON
+    starting_position: TrimHorizon | Latest | AtSequence | AfterSequence = TRIM_HORIZON
     maximum_retry_attempts: int = -1
     maximum_record_age: float = -1
     bisect_batch_on_error: bool = False
@@ -133,8 +159,13 @@ class ConsumerOptions:
             raise ConfigurationError("batch_size must be between 1 and 10000")
         if not 0 <= self.maximum_batching_window <= 300:
             raise ConfigurationError("maximum_batching_window must be between 0 and 300 seconds")
-        if not isinstance(self.starting_position, TrimHorizon | Latest):
-            raise ConfigurationError("starting_position must be TRIM_HORIZON or LATEST")
+        if not isinstance(
+            self.starting_position, TrimHorizon | Latest | AtSequence | AfterSequence
+        ):
+            raise ConfigurationError(
+                "starting_position must be TRIM_HORIZON, LATEST, at_sequence(...) or "
+                "after_sequence(...)"
+            )
         if not -1 <= self.maximum_retry_attempts <= 10_000:
             raise ConfigurationError("maximum_retry_attempts must be -1 or between 0 and 10000")
         if self.maximum_record_age != -1 and not 0 < self.maximum_record_age <= 604_800:
@@ -254,17 +285,28 @@ def record_to_lambda(record: Record, stream_arn: str | None = None) -> dict[str,
 
 @dataclass(slots=True)
 class LambdaContext:
-    """The parts of Lambda's context object a handler commonly uses."""
+    """The parts of Lambda's context object a handler commonly uses.
+
+    ``deadline`` is on ``clock``'s monotonic time: ``timeout`` seconds (Lambda's longest,
+    15 minutes) after the context was made, unless given.
+    """
 
     function_name: str = "ddbstreams-consumer"
     function_version: str = "$LATEST"
     memory_limit_in_mb: int = 0
     aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     invoked_function_arn: str = ""
-    deadline: float = field(default_factory=lambda: time.monotonic() + 900.0)
+    deadline: float | None = None
+    clock: Clock = field(default_factory=SystemClock, repr=False, compare=False)
+    timeout: float = 900.0
+
+    def __post_init__(self) -> None:
+        if self.deadline is None:
+            self.deadline = self.clock.monotonic() + self.timeout
 
     def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self.deadline - time.monotonic()) * 1000))
+        deadline = self.deadline if self.deadline is not None else 0.0
+        return max(0, int((deadline - self.clock.monotonic()) * 1000))
 
 
 def lambda_handler(
@@ -273,25 +315,55 @@ def lambda_handler(
     """Adapt a Lambda function ``handler(event, context)`` into a consumer handler.
 
     The function receives ``{"Records": [...]}`` in Lambda's DynamoDB event shape (with
-    ``eventSourceARN`` set to the stream being consumed) and a :class:`LambdaContext`; its
-    return value (e.g. a partial batch response) is passed on.
+    ``eventSourceARN`` set to the stream being consumed) and a :class:`LambdaContext` on
+    the consumer's clock; its return value (e.g. a partial batch response) is passed on.
     """
     return _LambdaAdapter(function, stream_arn)
 
 
 class _LambdaAdapter:
-    __slots__ = ("__name__", "function", "stream_arn")
+    __slots__ = ("__name__", "clock", "function", "stream_arn")
 
     def __init__(
         self, function: Callable[[dict[str, Any], LambdaContext], Any], stream_arn: str | None
     ) -> None:
         self.function = function
         self.stream_arn = stream_arn
+        self.clock: Clock = SystemClock()
         self.__name__ = getattr(function, "__name__", "lambda_handler")
+
+    def bind(self, stream_arn: str, clock: Clock) -> None:
+        """Set the stream (unless given) and the clock of the consumer running this."""
+        if self.stream_arn is None:
+            self.stream_arn = stream_arn
+        self.clock = clock
 
     def __call__(self, records: list[Record]) -> Any:
         event = {"Records": [record_to_lambda(r, self.stream_arn) for r in records]}
-        return self.function(event, LambdaContext())
+        return self.function(event, LambdaContext(clock=self.clock))
+
+
+# -- lifecycle ------------------------------------------------------------------------------
+
+
+class ConsumerLifecycle(enum.Enum):
+    """A consumer's lifecycle::
+
+        IDLE --run()--> STARTING --reader started--> RUNNING --> STOPPING --> IDLE
+        STARTING --error or cancellation--> IDLE
+
+    STARTING resolves the stream, loads the checkpoint and starts the reader. RUNNING ends
+    when :meth:`Consumer.stop` (or :meth:`Consumer.request_stop`) is called, when the read
+    is over (a single pass done, a disabled stream read to its end) or when the read fails.
+    STOPPING lets the lanes finish (see :meth:`Consumer.stop`), saves the checkpoint and
+    stops the reader; then :meth:`Consumer.run` returns (or raises) and the consumer is IDLE
+    again: ``run()`` may be called again.
+    """
+
+    IDLE = "idle"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
 
 
 # -- per-shard bookkeeping ------------------------------------------------------------
@@ -299,11 +371,17 @@ class _LambdaAdapter:
 
 @dataclass(slots=True)
 class _Segment:
-    """One reader batch of a shard, done when every lane's part of it is done."""
+    """One due batch of a shard, done when every lane's part of it is done.
+
+    ``done_through``: the last record of a batch processed in one part (one lane) that a
+    partial batch response reported done while the rest is still pending.
+    """
 
     last_sequence_number: str | None
     ends_shard: bool
     parts_left: int
+    single: bool
+    done_through: str | None = None
 
 
 class _ShardWork:
@@ -312,7 +390,7 @@ class _ShardWork:
     ``base`` is the shard's checkpoint entry before its oldest unfinished segment (AFTER a
     sequence number, or the start of a shard that has handed nothing), or ``None`` when the
     checkpoint did not name the shard. ``queued`` counts the jobs waiting in its lanes: the
-    intake pauses the shard in the reader while it is at ``_QUEUED_PER_LANE`` per lane, so
+    pass pauses the shard in the reader while it is at ``_QUEUED_PER_LANE`` per lane, so
     a shard whose handler is stuck holds a bounded number of records and stops no other
     shard.
     """
@@ -331,6 +409,13 @@ class _ShardWork:
     @property
     def busy(self) -> bool:
         return bool(self.segments)
+
+    def position(self) -> ShardStart | None:
+        """Where the shard's checkpoint stands: ``base``, or past the part of the oldest
+        segment that a partial batch response reported done."""
+        if self.segments and self.segments[0].done_through is not None:
+            return ShardStart("AFTER_SEQUENCE_NUMBER", self.segments[0].done_through)
+        return self.base
 
     def complete(self, segment: _Segment) -> bool:
         """Mark a part of ``segment`` done; True if the done prefix moved."""
@@ -353,7 +438,7 @@ class _Job:
 
 
 _QUEUED_PER_LANE = 2
-"""Jobs that may wait in a lane before the intake pauses the lane's shard in the reader."""
+"""Jobs that may wait in a lane before the pass pauses the lane's shard in the reader."""
 
 
 class _Lane:
@@ -370,11 +455,587 @@ class _Lane:
         self.task: asyncio.Task[None] | None = None
 
 
+# -- the error policy -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    """How a handler call failed: from which record on, the error for the on-failure
+    destination, how, and what to tell (``detail``, the error unless more is known)."""
+
+    failed_from: int
+    error: str
+    cause: BatchFailure
+    detail: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.detail:
+            object.__setattr__(self, "detail", self.error)
+
+
+_REPORTED = "reported batch item failure"
+"""The error of records that a partial batch response reported failed."""
+
+
+class _Progress:
+    """How far a batch is done, in stream order: every record before the first one still
+    pending. Reports each advance (the last done record's sequence number)."""
+
+    __slots__ = ("_done", "_index", "_records", "_report")
+
+    def __init__(self, records: list[Record], report: Callable[[str], None]) -> None:
+        self._records = records
+        self._report = report
+        self._index: dict[int, int] | None = None
+        self._done = 0
+
+    def pending_from(self, record: Record) -> None:
+        if self._records[self._done] is record:
+            return  # no advance (most calls): no index needed
+        if self._index is None:
+            self._index = {id(r): i for i, r in enumerate(self._records)}
+        index = self._index[id(record)]
+        if index > self._done:
+            self._done = index
+            self._report(self._records[index - 1].sequence_number)
+
+
+class _BatchPolicy:
+    """Lambda's error policy for one batch of one shard.
+
+    Filters, record age, the handler (a plain function runs in a daemon thread), retries
+    with a doubling delay on the consumer's clock, bisection, partial batch responses and
+    the on-failure destination. Publishes :class:`BatchHandled`, :class:`BatchFailed` and
+    :class:`RecordsGivenUp`. ``stop`` set means the consumer is stopping: a failing batch
+    is then abandoned rather than retried.
+    """
+
+    __slots__ = (
+        "_clock",
+        "_events",
+        "_filter",
+        "_handler",
+        "_handler_is_async",
+        "_on_failure",
+        "_options",
+        "_stop",
+        "_stream_arn",
+    )
+
+    def __init__(
+        self,
+        options: ConsumerOptions,
+        handler: Handler,
+        record_filter: RecordFilter | None,
+        on_failure: FailureDestination | None,
+        *,
+        stream_arn: str,
+        clock: Clock,
+        events: EventHub,
+        stop: asyncio.Event,
+    ) -> None:
+        self._options = options
+        self._handler = handler
+        # An async function, or an object whose __call__ is one, runs on the event loop.
+        self._handler_is_async = _is_async(handler)
+        self._filter = record_filter
+        self._on_failure = on_failure
+        self._stream_arn = stream_arn
+        self._clock = clock
+        self._events = events
+        self._stop = stop
+
+    async def process(
+        self, shard_id: str, records: list[Record], progress: Callable[[str], None]
+    ) -> bool:
+        """Run ``records`` (stream order) through the policy.
+
+        Returns True once every record is handled, filtered out or given up on; False if
+        the consumer is stopping while the batch still fails (it is abandoned, not
+        checkpointed). ``progress(sequence_number)`` is called whenever the records up to
+        that one are done while later ones are still pending.
+        """
+        done = _Progress(records, progress)
+        matching = records
+        if self._filter is not None:
+            matching = [r for r in records if self._filter.matches(r)]
+        # Each part carries its own attempt count, and so its own backoff: parts split off a
+        # failing batch are other records, which have not failed as often.
+        parts: deque[tuple[list[Record], int]] = deque([(matching, 0)] if matching else [])
+        while parts:
+            done.pending_from(parts[0][0][0])
+            part, attempts = parts.popleft()
+            part, expired = self._split_expired(part)
+            if expired:
+                await self._give_up(shard_id, expired, "RecordAgeExceeded", attempts, None)
+            if not part:
+                continue
+            failure = await self._attempt(shard_id, part)
+            if failure is None:
+                continue
+            retry = part[failure.failed_from :]
+            if self._options.bisect_batch_on_error and len(retry) > 1:
+                # Splitting does not use a retry (as in Lambda).
+                self._failed(shard_id, retry, attempts + 1, failure, will_retry=True)
+                middle = len(retry) // 2
+                parts.extendleft([(retry[middle:], attempts), (retry[:middle], attempts)])
+                continue
+            attempts += 1
+            limit = self._options.maximum_retry_attempts
+            if limit != -1 and attempts > limit:
+                self._failed(shard_id, retry, attempts, failure, will_retry=False)
+                await self._give_up(
+                    shard_id, retry, "RetryAttemptsExhausted", attempts, failure.error
+                )
+                continue
+            stopping = self._stop.is_set()
+            self._failed(shard_id, retry, attempts, failure, will_retry=not stopping)
+            done.pending_from(retry[0])
+            if stopping:
+                return False
+            delay = exponential_delay(
+                self._options.retry_delay, self._options.retry_max_delay, attempts
+            )
+            # A stop cuts the wait short: the batch gets one last try before it is abandoned.
+            await until_stopped(self._clock.sleep(delay), self._stop)
+            parts.appendleft((retry, attempts))
+        return True
+
+    def _failed(
+        self,
+        shard_id: str,
+        records: list[Record],
+        attempt: int,
+        failure: _Failure,
+        *,
+        will_retry: bool,
+    ) -> None:
+        self._events.publish(
+            BatchFailed(shard_id, len(records), attempt, failure.detail, will_retry, failure.cause)
+        )
+
+    async def _attempt(self, shard_id: str, part: list[Record]) -> _Failure | None:
+        """Call the handler once with ``part``; None if every record was handled."""
+        started = self._clock.monotonic()
+        try:
+            result = await self._call_handler(part)
+        except Exception as exc:
+            return _Failure(0, f"{type(exc).__name__}: {exc}", "exception")
+        failure = self._first_failure(part, result)
+        handled = len(part) if failure is None else failure.failed_from
+        if handled:
+            duration = self._clock.monotonic() - started
+            self._events.publish(BatchHandled(shard_id, handled, duration))
+        return failure
+
+    async def _call_handler(self, records: list[Record]) -> Any:
+        if self._handler_is_async:
+            return await self._handler(records)
+        # A plain function runs in a thread so the reader keeps fetching meanwhile; a daemon
+        # thread, so that a handler still hanging after stop() cannot keep the process alive.
+        result = await run_in_daemon_thread(self._handler, records, name="ddbstreams-handler")
+        if inspect.isawaitable(result):
+            return await result
+        return result
+
+    def _first_failure(self, records: list[Record], result: Any) -> _Failure | None:
+        """The failure a partial batch response reports, or None."""
+        if not self._options.report_batch_item_failures or result is None:
+            return None
+        failures = result.get("batchItemFailures") if isinstance(result, Mapping) else None
+        if not failures:
+            return None if isinstance(result, Mapping) else _Failure(0, _REPORTED, "reported")
+        positions = {r.sequence_number: i for i, r in enumerate(records)}
+        indexes = []
+        for failure in failures:
+            identifier = failure.get("itemIdentifier") if isinstance(failure, Mapping) else None
+            if identifier not in positions:
+                # Like Lambda: an unusable response fails the whole batch.
+                detail = f"invalid batchItemFailures entry {failure!r}"
+                return _Failure(0, _REPORTED, "invalid_response", detail)
+            indexes.append(positions[identifier])
+        return _Failure(min(indexes), _REPORTED, "reported")
+
+    def _split_expired(self, records: list[Record]) -> tuple[list[Record], list[Record]]:
+        limit = self._options.maximum_record_age
+        if limit == -1:
+            return records, []
+        oldest_allowed = self._clock.time() - limit
+        expired = [r for r in records if r.approximate_creation_time.timestamp() < oldest_allowed]
+        if not expired:
+            return records, []
+        gone = {id(r) for r in expired}
+        return [r for r in records if id(r) not in gone], expired
+
+    async def _give_up(
+        self,
+        shard_id: str,
+        records: list[Record],
+        condition: Condition,
+        attempts: int,
+        error: str | None,
+    ) -> None:
+        failed = FailedBatch(
+            self._stream_arn,
+            shard_id,
+            tuple(records),
+            condition,
+            attempts,
+            error,
+            datetime.fromtimestamp(self._clock.time(), UTC),
+        )
+        self._events.publish(RecordsGivenUp(shard_id, len(records), condition))
+        if self._on_failure is None:
+            return
+        outcome = self._on_failure(failed)
+        if inspect.isawaitable(outcome):
+            await outcome
+
+
+# -- checkpoints ----------------------------------------------------------------------
+
+
+class _Checkpointer:
+    """Saves a consumer's checkpoint under its name: only when it changed since the last
+    save (or the load), one save at a time, publishing :class:`CheckpointSaved`."""
+
+    __slots__ = ("_events", "_lock", "_name", "_store", "saved")
+
+    def __init__(
+        self, store: CheckpointStore, name: str, events: EventHub, loaded: Checkpoint | None
+    ) -> None:
+        self._store = store
+        self._name = name
+        self._events = events
+        self._lock = asyncio.Lock()
+        self.saved = loaded
+
+    async def save(self, current: Callable[[], Checkpoint]) -> None:
+        """Save ``current()``, taken once the previous save is over (so it is the newest)."""
+        async with self._lock:
+            checkpoint = current()
+            if checkpoint == self.saved:
+                return
+            await self._store.save(checkpoint, name=self._name)
+            self.saved = checkpoint
+        self._events.publish(CheckpointSaved(checkpoint.stream_arn, self._name))
+
+    async def save_at_exit(
+        self, current: Callable[[], Checkpoint], error: BaseException | None
+    ) -> None:
+        """The last save of a run. Its failure is the run's error when the run ended well
+        (or was cancelled); after another error, that error is the one that counts."""
+        if error is None or isinstance(error, asyncio.CancelledError):
+            await self.save(current)
+            return
+        with contextlib.suppress(DDBStreamsError, OSError):
+            await self.save(current)
+
+
+# -- one run --------------------------------------------------------------------------
+
+
+class _Gatherer:
+    """Holds each shard's batches until they are due: ``batch_size`` records gathered, the
+    shard ended, the read over (:meth:`flush_all`), or ``window`` seconds of the clock
+    passed since the shard's first held record (:meth:`run_timer`)."""
+
+    __slots__ = ("_clock", "_deadlines", "_dispatch", "_held", "_size", "_wakeup", "_window")
+
+    def __init__(
+        self,
+        batch_size: int,
+        window: float,
+        clock: Clock,
+        dispatch: Callable[[list[ShardBatch[Record]]], None],
+    ) -> None:
+        self._size = batch_size
+        self._window = window
+        self._clock = clock
+        self._dispatch = dispatch
+        self._held: dict[str, tuple[list[ShardBatch[Record]], int]] = {}
+        self._deadlines: dict[str, float] = {}
+        self._wakeup = asyncio.Event()
+
+    def add(self, batch: ShardBatch[Record]) -> None:
+        shard_id = batch.shard_id
+        held, count = self._held.get(shard_id, ([], 0))
+        held.append(batch)
+        count += len(batch.records)
+        self._held[shard_id] = (held, count)
+        if self._window == 0 or count >= self._size or batch.ends_shard:
+            self._flush(shard_id)
+        elif shard_id not in self._deadlines:
+            self._deadlines[shard_id] = self._clock.monotonic() + self._window
+            self._wakeup.set()
+
+    def positions_before(self) -> dict[str, ShardStart | None]:
+        """Per shard with held records, where its checkpoint stood before them."""
+        return {shard_id: held[0].position_before for shard_id, (held, _) in self._held.items()}
+
+    def flush_all(self) -> None:
+        for shard_id in list(self._held):
+            self._flush(shard_id)
+
+    async def run_timer(self) -> None:
+        """Dispatch what is due by the window, forever (cancelled when the pass ends)."""
+        while True:
+            if not self._deadlines:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            # Deadlines are made ``window`` after now: a later one is never due earlier.
+            delay = min(self._deadlines.values()) - self._clock.monotonic()
+            if delay > 0:
+                await self._clock.sleep(delay)
+            now = self._clock.monotonic()
+            for shard_id, deadline in list(self._deadlines.items()):
+                if deadline <= now:
+                    self._flush(shard_id)
+
+    def _flush(self, shard_id: str) -> None:
+        self._deadlines.pop(shard_id, None)
+        held, _ = self._held.pop(shard_id, ([], 0))
+        if held:
+            self._dispatch(held)
+
+
+class _Pass:
+    """What exists while a consumer runs: the reader's batches gathered, queued on each
+    shard's lanes and processed through the policy, and the checkpoint of what is done.
+
+    :meth:`consume` runs every task of the pass in one task group: the intake, the lanes,
+    the committer and the batching window's timer; none outlives it.
+    """
+
+    __slots__ = (
+        "_checkpointer",
+        "_clock",
+        "_closing",
+        "_dirty",
+        "_gatherer",
+        "_group",
+        "_on_stopping",
+        "_options",
+        "_policy",
+        "_reader",
+        "_shards",
+        "_stop",
+    )
+
+    def __init__(
+        self,
+        reader: StreamReader[Record],
+        policy: _BatchPolicy,
+        checkpointer: _Checkpointer,
+        *,
+        options: ConsumerOptions,
+        clock: Clock,
+        stop: asyncio.Event,
+        on_stopping: Callable[[], None],
+    ) -> None:
+        self._reader = reader
+        self._policy = policy
+        self._checkpointer = checkpointer
+        self._options = options
+        self._clock = clock
+        self._stop = stop
+        self._on_stopping = on_stopping
+        self._shards: dict[str, _ShardWork] = {}
+        self._dirty = asyncio.Event()
+        self._closing = False
+        self._group: asyncio.TaskGroup | None = None
+        self._gatherer = _Gatherer(
+            options.batch_size, options.maximum_batching_window, clock, self._dispatch
+        )
+
+    def checkpoint(self) -> Checkpoint:
+        """The position up to which every record has been processed."""
+        handed = self._reader.checkpoint()
+        # Shards with records handed but not processed yet: held for the batching window,
+        # or queued and running in the lanes (which are further back).
+        behind: dict[str, ShardStart | None] = self._gatherer.positions_before()
+        for shard_id, work in self._shards.items():
+            if work.busy:
+                behind[shard_id] = work.position()
+        positions = dict(handed.positions)
+        finished = set(handed.finished)
+        pending = dict(handed.pending)
+        for shard_id, start in behind.items():
+            positions.pop(shard_id, None)
+            finished.discard(shard_id)
+            pending.pop(shard_id, None)
+            if start is None:
+                continue
+            if start.iterator_type == "AFTER_SEQUENCE_NUMBER" and start.sequence_number:
+                positions[shard_id] = start.sequence_number
+            else:
+                pending[shard_id] = start
+        return Checkpoint(handed.stream_arn, positions, frozenset(finished), pending)
+
+    async def consume(self) -> None:
+        """Process the read until it is over, fails, or ``stop`` is set; then let the lanes
+        finish (:meth:`_drain`). A failed read raises its error after the drain."""
+        error: Exception | None = None
+        async with asyncio.TaskGroup() as group:
+            self._group = group
+            committer = group.create_task(self._commit_loop(), name="ddbstreams-commit")
+            timer = None
+            if self._options.maximum_batching_window > 0:
+                timer = group.create_task(self._gatherer.run_timer(), name="ddbstreams-window")
+            try:
+                await until_stopped(self._intake(), self._stop)
+            except Exception as exc:
+                error = exc  # the batches handed before the failure are processed first
+            self._on_stopping()
+            await self._drain()
+            if timer is not None:
+                timer.cancel()
+            # Not cancelled: a save cancelled midway may land without being known to have.
+            self._closing = True
+            self._dirty.set()
+            await committer
+        if error is not None:
+            raise error
+
+    async def _intake(self) -> None:
+        while True:
+            batch = await self._reader.next_shard_batch(self._options.batch_size)
+            if batch is None:
+                self._gatherer.flush_all()
+                return
+            self._gatherer.add(batch)
+
+    async def _commit_loop(self) -> None:
+        """Save after batches complete (one save covers every completion before it), until
+        the pass is closing; its last save is left to the caller of :meth:`consume`."""
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            if self._closing:
+                return
+            await self._checkpointer.save(self.checkpoint)
+
+    def _dispatch(self, held: list[ShardBatch[Record]]) -> None:
+        """Queue ``held`` (one shard's batches, in order) on the shard's lanes, in batches
+        of at most ``batch_size``, without waiting: the intake serves every shard, so a
+        stuck shard is paused in the reader instead."""
+        first = held[0]
+        work = self._work_for(first)
+        if not work.busy:
+            work.base = first.position_before
+        records = [r for batch in held for r in batch.records]
+        ends_shard = held[-1].ends_shard
+        size = self._options.batch_size
+        # An empty end-of-shard batch goes through a lane too, so it finishes the shard only
+        # once the lane has waited for the parent shard and run everything queued before it.
+        chunks = [records[i : i + size] for i in range(0, len(records), size)] or [[]]
+        for index, chunk in enumerate(chunks):
+            self._queue(work, chunk, ends_shard=ends_shard and index == len(chunks) - 1)
+        if work.queued >= _QUEUED_PER_LANE * len(work.lanes):
+            self._reader.pause(work.shard_id)
+        if ends_shard:
+            for lane in work.lanes:
+                lane.jobs.put_nowait(None)
+
+    def _work_for(self, first: ShardBatch[Record]) -> _ShardWork:
+        work = self._shards.get(first.shard_id)
+        if work is not None:
+            return work
+        assert self._group is not None
+        work = self._shards[first.shard_id] = _ShardWork(first.shard_id, first.parent_shard_id)
+        parent = self._shards.get(first.parent_shard_id or "")
+        for index in range(self._options.parallelization_factor):
+            lane = _Lane()
+            lane.task = self._group.create_task(
+                self._run_lane(lane, work, parent),
+                name=f"ddbstreams-lane {first.shard_id}/{index}",
+            )
+            work.lanes.append(lane)
+        return work
+
+    def _queue(self, work: _ShardWork, records: list[Record], *, ends_shard: bool) -> None:
+        parts = self._split(records) or [(0, [])]
+        sequence_number = records[-1].sequence_number if records else None
+        segment = _Segment(sequence_number, ends_shard, len(parts), single=len(parts) == 1)
+        work.segments.append(segment)
+        for lane_index, part in parts:
+            work.lanes[lane_index].jobs.put_nowait(_Job(part, segment))
+        work.queued += len(parts)
+
+    def _split(self, records: list[Record]) -> list[tuple[int, list[Record]]]:
+        """Records per lane, by item key, keeping stream order within each lane."""
+        factor = self._options.parallelization_factor
+        if not records:
+            return []
+        if factor == 1:
+            return [(0, records)]
+        lanes: dict[int, list[Record]] = {}
+        for record in records:
+            index = hash(_key_of(record)) % factor
+            lanes.setdefault(index, []).append(record)
+        return sorted(lanes.items())
+
+    async def _run_lane(self, lane: _Lane, work: _ShardWork, parent: _ShardWork | None) -> None:
+        """Run the lane's batches in order. States: waiting for the parent shard to be fully
+        processed -> running batches -> done (end of shard, or stopping: no new batch starts)."""
+        # The parent's records come first for every item: wait until it is processed.
+        if (
+            parent is not None
+            and not parent.finished.is_set()
+            and not await until_stopped(parent.finished.wait(), self._stop)
+        ):
+            return
+        while not self._stop.is_set():
+            job = await lane.jobs.get()
+            if job is None or self._stop.is_set():
+                return
+            work.queued -= 1
+            if work.queued < _QUEUED_PER_LANE * len(work.lanes):
+                self._reader.resume(work.shard_id)
+            segment = job.segment
+
+            def progress(sequence_number: str, segment: _Segment = segment) -> None:
+                if segment.single:
+                    segment.done_through = sequence_number
+                    self._dirty.set()
+
+            if await self._policy.process(work.shard_id, job.records, progress):
+                self._complete(work, segment)
+
+    def _complete(self, work: _ShardWork, segment: _Segment) -> None:
+        if work.complete(segment):
+            self._dirty.set()
+        if work.finished.is_set() and not work.busy:
+            # Fully processed: the reader's checkpoint covers it from now on.
+            self._shards.pop(work.shard_id, None)
+
+    async def _drain(self) -> None:
+        """Let the lanes finish. At the end of the read, everything handed is processed;
+        when stopping (then, or meanwhile) in-flight batches get ``stop_timeout`` seconds
+        of the clock, and no new batch starts; what still runs then is abandoned."""
+        lanes = [lane for work in self._shards.values() for lane in work.lanes]
+        for lane in lanes:
+            lane.jobs.put_nowait(None)
+        tasks = [lane.task for lane in lanes if lane.task is not None and not lane.task.done()]
+        if not tasks:
+            return
+        if not self._stop.is_set() and await until_stopped(asyncio.wait(tasks), self._stop):
+            return
+        still_running = await wait_tasks(
+            tasks, within=self._options.stop_timeout, clock=self._clock
+        )
+        for task in still_running:
+            task.cancel()
+        if still_running:
+            await asyncio.wait(still_running)
+
+
 # -- the consumer ---------------------------------------------------------------------
 
 
 class Consumer:
-    """Runs ``handler`` over a stream with checkpoints in ``store``, until stopped.
+    """Runs ``handler`` over a stream with checkpoints in ``store``.
 
     ``stream`` is a stream ARN or a source table name. ``store`` defaults to a SQLite file
     ``ddbstreams-checkpoints.sqlite`` in the working directory; ``name`` is the application's
@@ -383,12 +1044,22 @@ class Consumer:
     or JSON strings); records that match none are skipped but still checkpointed.
     ``on_failure`` receives a :class:`FailedBatch` for records given up on (a callable, or
     a :class:`JsonLinesDestination`). Options: :class:`ConsumerOptions` or its fields as
-    keyword arguments.
+    keyword arguments. ``follow=False`` makes a run a single pass: it processes what the
+    stream holds when it starts, checkpoints it, and returns. ``parser`` is the reader's
+    (records must be :class:`Record` s; ``RawParser()`` keeps DynamoDB JSON). Every wait
+    and every duration is on ``clock``.
 
-    :meth:`run` returns when :meth:`stop` is called or the stream is disabled and fully
-    processed; it raises the reader's errors (unknown stream, trimmed checkpoint under
-    ``on_trimmed="raise"``, ...) and store errors. Cancelling :meth:`run` abandons in-flight
-    batches without checkpointing them.
+    Events: the consumer owns one :class:`~ddbstreams.EventHub`; its reader publishes there,
+    and so does the consumer (:class:`~ddbstreams.BatchHandled`, ``BatchFailed``,
+    ``RecordsGivenUp``, ``CheckpointSaved``, ``ConsumerStarted``). ``on_event`` receives
+    them all; :meth:`events` iterates them; they are logged on the ``ddbstreams`` logger.
+
+    :meth:`run` returns when :meth:`stop` is called or the read is over (a single pass done,
+    a disabled stream fully processed); it raises the reader's errors (unknown stream,
+    trimmed checkpoint under ``on_trimmed="raise"``, ...) once the batches handed before
+    the error are processed, and store errors. Cancelling :meth:`run` abandons in-flight
+    batches without checkpointing them, and saves the checkpoint of what was processed.
+    See :class:`ConsumerLifecycle` for its states.
     """
 
     def __init__(
@@ -401,56 +1072,66 @@ class Consumer:
         filters: Sequence[Mapping[str, Any] | str] | RecordFilter | None = None,
         on_failure: FailureDestination | None = None,
         options: ConsumerOptions | None = None,
+        follow: bool = True,
         endpoint_url: str | None = None,
         region_name: str | None = None,
         client: StreamsClient | None = None,
+        parser: Parser[Record] | None = None,
         reader_options: ReaderOptions | None = None,
-        on_event: Callable[[ReaderEvent], None] | None = None,
+        on_event: Callable[[Event], None] | None = None,
         clock: Clock | None = None,
         **option_fields: Any,
     ) -> None:
         if not callable(handler):
             raise ConfigurationError("handler must be a function taking a list of records")
-        try:
-            base = options or ConsumerOptions()
-            self.options = (
-                ConsumerOptions(**{**_option_values(base), **option_fields})
-                if option_fields
-                else base
-            )
-        except TypeError as exc:
-            raise ConfigurationError(f"unknown consumer option: {exc}") from exc
+        self.options = _options(options, option_fields)
         if client is not None and (endpoint_url is not None or region_name is not None):
             raise ConfigurationError("pass either client= or endpoint_url=/region_name=, not both")
-        self._stream = stream
-        self._handler = handler
-        self._handler_is_async = inspect.iscoroutinefunction(handler)
-        self._store = store if store is not None else SQLiteCheckpointStore(DEFAULT_STORE_PATH)
         if not isinstance(name, str) or not name:
             raise ConfigurationError(f"name must be a non-empty string: {name!r}")
+        self._stream = stream
+        self._handler = handler
+        self._store = store if store is not None else SQLiteCheckpointStore(DEFAULT_STORE_PATH)
         self._name = name
-        if filters is None or isinstance(filters, RecordFilter):
-            self._filter = filters
-        else:
-            self._filter = RecordFilter.from_patterns(filters)
+        self._filter = (
+            filters
+            if filters is None or isinstance(filters, RecordFilter)
+            else RecordFilter.from_patterns(filters)
+        )
         self._on_failure = on_failure
+        self._follow = follow
         self._client = client
         self._owns_client = client is None
         self._client_args: dict[str, Any] = {
             "endpoint_url": endpoint_url,
             "region_name": region_name,
         }
-        self._reader_options = reader_options
-        self._on_event = on_event
+        self._parser = parser
+        self._reader_options = reader_options or ReaderOptions()
         self._clock = clock or SystemClock()
-        self._reader: StreamReader[Record] | None = None
-        self._shards: dict[str, _ShardWork] = {}
-        self._dirty = asyncio.Event()
-        self._stopping = asyncio.Event()
-        self._running = False
+        self._events = EventHub(on_event)
+        self._events.listen(log_event)
+        self._lifecycle = ConsumerLifecycle.IDLE
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._stop = asyncio.Event()
         self._stream_arn: str | None = None
+        self._pass: _Pass | None = None
+        self._checkpointer: _Checkpointer | None = None
         self._saved: Checkpoint | None = None
-        self._finished = asyncio.Event()
+
+    @property
+    def lifecycle(self) -> ConsumerLifecycle:
+        return self._lifecycle
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def follow(self) -> bool:
+        """False for a single pass (see the class)."""
+        return self._follow
 
     @property
     def stream_arn(self) -> str:
@@ -460,379 +1141,177 @@ class Consumer:
 
     def checkpoint(self) -> Checkpoint:
         """The position up to which every record has been processed (what the store gets)."""
-        reader = self._reader
-        if reader is None:
-            if self._saved is None:
-                raise RuntimeError("the consumer has not started")
-            return self._saved
-        handed = reader.checkpoint()
-        positions = dict(handed.positions)
-        finished = set(handed.finished)
-        pending = dict(handed.pending)
-        for shard_id, work in self._shards.items():
-            if not work.busy:
-                continue  # everything handed to this consumer from the shard is processed
-            positions.pop(shard_id, None)
-            finished.discard(shard_id)
-            pending.pop(shard_id, None)
-            base = work.base
-            if base is None:
-                continue
-            if base.iterator_type == "AFTER_SEQUENCE_NUMBER" and base.sequence_number:
-                positions[shard_id] = base.sequence_number
-            else:
-                pending[shard_id] = base
-        return Checkpoint(handed.stream_arn, positions, frozenset(finished), pending)
+        if self._pass is not None:
+            return self._pass.checkpoint()
+        if self._saved is None:
+            raise RuntimeError("the consumer has not started")
+        return self._saved
+
+    def events(self) -> AsyncIterator[Event]:
+        """Iterate the events of the reader and of the consumer from now on, until the
+        current (or next) :meth:`run` returns.
+
+        Events are kept in a bounded buffer (the reader options' ``event_buffer``); a slow
+        iterator loses the oldest ones rather than slowing the consumer down.
+        """
+        return aiter(self._events.subscribe(self._reader_options.event_buffer))
+
+    async def save_checkpoint(self) -> None:
+        """Save the checkpoint of what has been processed so far, now (unless the store has
+        it already), and return once it is stored.
+
+        For a handler that must know that everything before its batch is durable before it
+        acts (``ddbstreams tail --checkpoint`` saves this way before printing a batch).
+        Raises RuntimeError before the consumer started, and what the store raises.
+        """
+        if self._checkpointer is None:
+            raise RuntimeError("the consumer has not started")
+        await self._checkpointer.save(self.checkpoint)
 
     async def run(self) -> None:
-        """Consume until :meth:`stop` is called (or the stream is disabled and done).
+        """Consume until :meth:`stop` is called or the read is over (see the class).
 
         May be called again after it returned: it resumes from the store's checkpoint.
         """
-        if self._running:
+        if self._lifecycle is not ConsumerLifecycle.IDLE:
             raise RuntimeError("the consumer is already running")
-        self._running = True
-        self._finished.clear()
-        self._shards = {}
-        self._dirty.clear()
+        self._set_lifecycle(ConsumerLifecycle.STARTING)
         try:
-            if self._client is None:
-                self._client = StreamsClient(**self._client_args)
-            self._stream_arn = await self._client.resolve_stream(self._stream)
-            if isinstance(self._handler, _LambdaAdapter) and self._handler.stream_arn is None:
-                self._handler.stream_arn = self._stream_arn
-            stored = await self._store.load(self._stream_arn, name=self._name)
-            start = stored if stored is not None else self.options.starting_position
-            reader = StreamReader(
-                self._stream_arn,
-                start=start,
-                follow=True,
-                client=self._client,
-                options=self._reader_options,
-                on_event=self._on_event,
-                clock=self._clock,
-            )
-            async with reader:
-                self._reader = reader
-                try:
-                    await self._consume(reader)
-                finally:
-                    self._saved = self.checkpoint()
-                    self._reader = None
+            await self._run()
         finally:
-            self._running = False
-            # A stop() ends this run only; the next run() runs until it is stopped again.
-            self._stopping.clear()
-            self._finished.set()
-            if self._owns_client and self._client is not None:
-                client, self._client = self._client, None
-                await asyncio.shield(client.close())
+            # A stop ends this run only; the next run() runs until it is stopped again.
+            self._stop.clear()
+            self._pass = None
+            self._events.end_subscriptions()
+            try:
+                if self._owns_client and self._client is not None:
+                    client, self._client = self._client, None
+                    await asyncio.shield(client.close())
+            finally:
+                self._set_lifecycle(ConsumerLifecycle.IDLE)
+
+    def request_stop(self) -> None:
+        """Ask :meth:`run` to stop as :meth:`stop` does, without waiting for it: for a
+        handler (which :meth:`stop` would wait for) or a signal handler. Idempotent."""
+        self._stop.set()
+        if self._lifecycle is ConsumerLifecycle.RUNNING:
+            self._set_lifecycle(ConsumerLifecycle.STOPPING)
 
     async def stop(self) -> None:
         """Stop taking new records, let in-flight batches finish (up to ``stop_timeout``),
         save the checkpoint of what was processed, and wait for :meth:`run` to return.
 
-        Idempotent. Called before :meth:`run`, it makes that run return at once; called
-        after :meth:`run` returned, it does nothing. A blocking handler still running at
-        ``stop_timeout`` is abandoned: its batch is not checkpointed (it is delivered again
-        on the next run, so any side effects it had half done must be safe to repeat), and
-        it keeps running in a daemon thread until it returns by itself or the process
-        exits; it never keeps the process alive.
+        Idempotent. Called before :meth:`run`, it makes that run return at once. A blocking
+        handler still running at ``stop_timeout`` is abandoned: its batch is not
+        checkpointed (it is delivered again on the next run, so any side effects it had
+        half done must be safe to repeat), and it keeps running in a daemon thread until it
+        returns by itself or the process exits; it never keeps the process alive.
         """
-        self._stopping.set()
-        if self._running:
-            await self._finished.wait()
+        self.request_stop()
+        await self._idle.wait()
 
     async def close(self) -> None:
-        """Close the checkpoint store."""
+        """Close the checkpoint store and end every event subscription."""
+        self._events.close()
         await self._store.close()
 
-    async def _consume(self, reader: StreamReader[Record]) -> None:
-        try:
-            await self._consume_in_group(reader)
-        except BaseExceptionGroup as group_error:
-            raise first_error(group_error) from None
+    def _set_lifecycle(self, lifecycle: ConsumerLifecycle) -> None:
+        self._lifecycle = lifecycle
+        if lifecycle is ConsumerLifecycle.IDLE:
+            self._idle.set()
+        else:
+            self._idle.clear()
 
-    async def _consume_in_group(self, reader: StreamReader[Record]) -> None:
-        async with asyncio.TaskGroup() as group:
-            committer = group.create_task(self._commit_loop(), name="ddbstreams-commit")
-            intake = group.create_task(self._intake(reader, group), name="ddbstreams-intake")
-            stopping = group.create_task(self._stopping.wait())
-            await asyncio.wait({intake, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            stopping.cancel()
-            intake.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await intake
-            await self._drain()
-            committer.cancel()
-        await self._save()
-
-    async def _drain(self) -> None:
-        """Let the lanes finish what they hold, up to ``stop_timeout``; then abandon."""
-        lanes = [lane for work in self._shards.values() for lane in work.lanes]
-        for lane in lanes:
-            with contextlib.suppress(asyncio.QueueFull):
-                lane.jobs.put_nowait(None)
-        tasks = [lane.task for lane in lanes if lane.task is not None]
-        if not tasks:
-            return
-        if not self._stopping.is_set():
-            # The stream ended (disabled and read): everything handed must be processed.
-            await asyncio.gather(*tasks)
-            return
-        _, still_running = await asyncio.wait(tasks, timeout=self.options.stop_timeout)
-        for task in still_running:
-            task.cancel()
-        if still_running:
-            await asyncio.wait(still_running)
-
-    async def _intake(self, reader: StreamReader[Record], group: asyncio.TaskGroup) -> None:
-        options = self.options
-        window = options.maximum_batching_window
-        gathering: dict[str, list[ShardBatch[Record]]] = {}
-        deadlines: dict[str, float] = {}
-        while True:
-            timeout = None
-            if deadlines:
-                timeout = max(0.0, min(deadlines.values()) - self._clock.monotonic())
-            try:
-                batch = await asyncio.wait_for(reader.next_shard_batch(options.batch_size), timeout)
-            except TimeoutError:
-                batch = None
-                ended = False
-            else:
-                ended = batch is None
-            if batch is not None:
-                held = gathering.setdefault(batch.shard_id, [])
-                held.append(batch)
-                if window > 0 and batch.shard_id not in deadlines:
-                    deadlines[batch.shard_id] = self._clock.monotonic() + window
-            now = self._clock.monotonic()
-            for shard_id in list(gathering):
-                held = gathering[shard_id]
-                size = sum(len(b.records) for b in held)
-                due = (
-                    window == 0
-                    or ended
-                    or size >= options.batch_size
-                    or held[-1].ends_shard
-                    or deadlines.get(shard_id, now) <= now
-                )
-                if due:
-                    del gathering[shard_id]
-                    deadlines.pop(shard_id, None)
-                    self._dispatch(reader, held, group)
-            if ended:
-                return
-
-    def _dispatch(
-        self, reader: StreamReader[Record], held: list[ShardBatch[Record]], group: asyncio.TaskGroup
-    ) -> None:
-        """Queue ``held`` (one shard's batches) on the shard's lanes, without waiting: the
-        intake serves every shard, so a stuck shard is paused in the reader instead."""
-        first = held[0]
-        shard_id = first.shard_id
-        work = self._shards.get(shard_id)
-        if work is None:
-            work = self._shards[shard_id] = _ShardWork(shard_id, first.parent_shard_id)
-            factor = self.options.parallelization_factor
-            parent = self._shards.get(first.parent_shard_id or "")
-            for index in range(factor):
-                lane = _Lane()
-                lane.task = group.create_task(
-                    self._run_lane(reader, lane, work, parent),
-                    name=f"ddbstreams-lane {shard_id}/{index}",
-                )
-                work.lanes.append(lane)
-        if not work.busy:
-            work.base = first.position_before
-        records = [r for batch in held for r in batch.records]
-        last = held[-1]
-        sequence_number = records[-1].sequence_number if records else None
-        # An empty end-of-shard batch goes through a lane too, so it finishes the shard only
-        # once the lane has waited for the parent shard and run everything queued before it.
-        parts = self._split(records) or [(0, [])]
-        segment = _Segment(sequence_number, last.ends_shard, len(parts))
-        work.segments.append(segment)
-        for lane_index, part in parts:
-            work.lanes[lane_index].jobs.put_nowait(_Job(part, segment))
-        work.queued += len(parts)
-        if work.queued >= _QUEUED_PER_LANE * len(work.lanes):
-            reader.pause(shard_id)
-        if last.ends_shard:
-            for lane in work.lanes:
-                lane.jobs.put_nowait(None)
-
-    def _split(self, records: list[Record]) -> list[tuple[int, list[Record]]]:
-        """Records per lane, by item key, keeping stream order within each lane."""
-        factor = self.options.parallelization_factor
-        if not records:
-            return []
-        if factor == 1:
-            return [(0, records)]
-        lanes: dict[int, list[Record]] = {}
-        for record in records:
-            index = hash(_key_of(record)) % factor
-            lanes.setdefault(index, []).append(record)
-        return sorted(lanes.items())
-
-    def _complete(self, work: _ShardWork, segment: _Segment) -> None:
-        if work.complete(segment):
-            self._dirty.set()
-        if work.finished.is_set() and not work.busy:
-            # Fully processed: the reader's checkpoint covers it from now on.
-            self._shards.pop(work.shard_id, None)
-
-    async def _run_lane(
-        self,
-        reader: StreamReader[Record],
-        lane: _Lane,
-        work: _ShardWork,
-        parent: _ShardWork | None,
-    ) -> None:
-        """Run the lane's batches in order. States: waiting for the parent shard to be fully
-        processed -> running batches -> done (end of shard, or stopping: no new batch starts)."""
-        if parent is not None and not parent.finished.is_set():
-            # The parent's records come first for every item: wait until it is processed.
-            await first_of(parent.finished.wait(), self._stopping.wait())
-        while not self._stopping.is_set():
-            job = await lane.jobs.get()
-            if job is None or self._stopping.is_set():
-                return
-            work.queued -= 1
-            if work.queued < _QUEUED_PER_LANE * len(work.lanes):
-                reader.resume(work.shard_id)
-            if await self._process(work.shard_id, job.records):
-                self._complete(work, job.segment)
-
-    async def _process(self, shard_id: str, records: list[Record]) -> bool:
-        """Apply filters, record age, the handler and the error policy to one batch.
-
-        Returns True once every record is handled, filtered out or sent to the on-failure
-        destination; False if the consumer is stopping while the batch still fails (it is
-        abandoned, not checkpointed).
-        """
-        options = self.options
-        if self._filter is not None:
-            records = [r for r in records if self._filter.matches(r)]
-        # Each part carries its own attempt count, and so its own backoff: parts split off a
-        # failing batch are other records, which have not failed as often.
-        parts: deque[tuple[list[Record], int]] = deque([(records, 0)] if records else [])
-        while parts:
-            part, attempts = parts.popleft()
-            part, expired = self._split_expired(part)
-            if expired:
-                await self._fail(shard_id, expired, "RecordAgeExceeded", attempts, None)
-            if not part:
-                continue
-            failed_from: int | None
-            try:
-                result = await self._call_handler(part)
-            except Exception as exc:
-                error = f"{type(exc).__name__}: {exc}"
-                log.warning("handler failed on %d records of %s: %s", len(part), shard_id, error)
-                failed_from = 0
-            else:
-                failed_from = self._first_failure(part, result)
-                if failed_from is None:
-                    continue
-                error = "reported batch item failure"
-            retry = part[failed_from:]
-            if options.bisect_batch_on_error and len(retry) > 1:
-                # Splitting does not use a retry (as in Lambda).
-                middle = len(retry) // 2
-                parts.appendleft((retry[middle:], attempts))
-                parts.appendleft((retry[:middle], attempts))
-                continue
-            attempts += 1
-            limit = options.maximum_retry_attempts
-            if limit != -1 and attempts > limit:
-                await self._fail(shard_id, retry, "RetryAttemptsExhausted", attempts, error)
-                continue
-            if self._stopping.is_set():
-                return False
-            delay = exponential_delay(options.retry_delay, options.retry_max_delay, attempts)
-            await first_of(self._clock.sleep(delay), self._stopping.wait())
-            parts.appendleft((retry, attempts))
-        return True
-
-    def _split_expired(self, records: list[Record]) -> tuple[list[Record], list[Record]]:
-        limit = self.options.maximum_record_age
-        if limit == -1:
-            return records, []
-        oldest_allowed = self._clock.time() - limit
-        expired = [r for r in records if r.approximate_creation_time.timestamp() < oldest_allowed]
-        if not expired:
-            return records, []
-        gone = {id(r) for r in expired}
-        return [r for r in records if id(r) not in gone], expired
-
-    async def _call_handler(self, records: list[Record]) -> Any:
-        if self._handler_is_async:
-            return await self._handler(records)
-        # A plain function runs in a thread so the reader keeps fetching meanwhile; a daemon
-        # thread, so that a handler still hanging after stop() cannot keep the process alive.
-        result = await run_in_daemon_thread(self._handler, records, name="ddbstreams-handler")
-        if inspect.isawaitable(result):
-            return await result
-        return result
-
-    def _first_failure(self, records: list[Record], result: Any) -> int | None:
-        """Index of the first failed record of a partial batch response, or None."""
-        if not self.options.report_batch_item_failures or result is None:
-            return None
-        failures = result.get("batchItemFailures") if isinstance(result, Mapping) else None
-        if not failures:
-            return None if isinstance(result, Mapping) else 0
-        positions = {r.sequence_number: i for i, r in enumerate(records)}
-        indexes = []
-        for failure in failures:
-            identifier = failure.get("itemIdentifier") if isinstance(failure, Mapping) else None
-            if identifier not in positions:
-                # Like Lambda: an unusable response fails the whole batch.
-                log.warning("invalid batchItemFailures entry %r: retrying the batch", failure)
-                return 0
-            indexes.append(positions[identifier])
-        return min(indexes)
-
-    async def _fail(
-        self,
-        shard_id: str,
-        records: list[Record],
-        condition: Literal["RetryAttemptsExhausted", "RecordAgeExceeded"],
-        attempts: int,
-        error: str | None,
-    ) -> None:
-        failed = FailedBatch(
-            self.stream_arn,
-            shard_id,
-            tuple(records),
-            condition,
-            attempts,
-            error,
-            datetime.fromtimestamp(self._clock.time(), UTC),
+    async def _run(self) -> None:
+        """STARTING: resolve the stream, load the checkpoint, start the reader; then run a
+        pass over it (RUNNING, STOPPING)."""
+        if self._client is None:
+            self._client = StreamsClient(**self._client_args)
+        self._stream_arn = stream_arn = await self._client.resolve_stream(self._stream)
+        if isinstance(self._handler, _LambdaAdapter):
+            self._handler.bind(stream_arn, self._clock)
+        stored = await self._store.load(stream_arn, name=self._name)
+        start: StartPosition = stored if stored is not None else self.options.starting_position
+        reader = StreamReader(
+            stream_arn,
+            start=start,
+            follow=self._follow,
+            client=self._client,
+            parser=self._parser,
+            options=self._reader_options,
+            event_hub=self._events,
+            clock=self._clock,
         )
-        log.warning("giving up on %d records of %s (%s)", len(records), shard_id, condition)
-        if self._on_failure is None:
-            return
-        outcome = self._on_failure(failed)
-        if inspect.isawaitable(outcome):
-            await outcome
+        checkpointer = _Checkpointer(self._store, self._name, self._events, stored)
+        async with reader:
+            consumed = self._begin(reader, checkpointer)
+            self._events.publish(ConsumerStarted(stream_arn, self._name, start))
+            try:
+                await self._consume(consumed, checkpointer)
+            finally:
+                self._saved = consumed.checkpoint()
 
-    async def _commit_loop(self) -> None:
-        while True:
-            await self._dirty.wait()
-            self._dirty.clear()
-            await self._save()
+    def _begin(self, reader: StreamReader[Record], checkpointer: _Checkpointer) -> _Pass:
+        policy = _BatchPolicy(
+            self.options,
+            self._handler,
+            self._filter,
+            self._on_failure,
+            stream_arn=reader.stream_arn,
+            clock=self._clock,
+            events=self._events,
+            stop=self._stop,
+        )
+        self._checkpointer = checkpointer
+        self._pass = _Pass(
+            reader,
+            policy,
+            checkpointer,
+            options=self.options,
+            clock=self._clock,
+            stop=self._stop,
+            on_stopping=lambda: self._set_lifecycle(ConsumerLifecycle.STOPPING),
+        )
+        self._set_lifecycle(
+            ConsumerLifecycle.STOPPING if self._stop.is_set() else ConsumerLifecycle.RUNNING
+        )
+        return self._pass
 
-    async def _save(self) -> None:
-        if self._reader is None:
-            return
-        checkpoint = self.checkpoint()
-        if checkpoint == self._saved:
-            return
-        await self._store.save(checkpoint, name=self._name)
-        self._saved = checkpoint
+    async def _consume(self, consumed: _Pass, checkpointer: _Checkpointer) -> None:
+        """Run the pass, then save the checkpoint however it ended."""
+        try:
+            await consumed.consume()
+        except BaseExceptionGroup as group:
+            error = _first_leaf(group)
+            await checkpointer.save_at_exit(consumed.checkpoint, error)
+            raise error from None
+        except BaseException as error:
+            await checkpointer.save_at_exit(consumed.checkpoint, error)
+            raise
+        await checkpointer.save_at_exit(consumed.checkpoint, None)
+
+
+def _options(options: ConsumerOptions | None, fields: dict[str, Any]) -> ConsumerOptions:
+    base = options or ConsumerOptions()
+    if not fields:
+        return base
+    try:
+        return ConsumerOptions(**{**_option_values(base), **fields})
+    except TypeError as exc:
+        raise ConfigurationError(f"unknown consumer option: {exc}") from exc
+
+
+def _is_async(handler: Handler) -> bool:
+    """An async function, or an object whose ``__call__`` is one (it runs on the loop)."""
+    call = type(handler).__call__ if not inspect.isroutine(handler) else handler
+    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(call)
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    leaf: BaseException = group
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    return leaf
 
 
 def _key_of(record: Record) -> str:

@@ -1,8 +1,13 @@
-"""Typed events a reader reports about its own progress (Galvani's state channel).
+"""Typed events: what readers and consumers report about their progress (Galvani's state
+channel).
 
-Events are facts, not requests: handling them is optional and never changes what the reader
-does. They reach the caller through ``StreamReader(on_event=...)`` (a plain function called
-on the event loop) and through ``reader.events()`` (an async iterator).
+Events are facts, not requests: handling them is optional and never changes what the
+component does. Every event is a frozen, slotted dataclass. They travel on one channel, an
+:class:`EventHub`: a reader's own (``StreamReader(on_event=...)``, ``reader.events()``), or
+the hub of a consumer, which its reader publishes on too (``Consumer(on_event=...)``,
+``consumer.events()``), so that one subscriber sees reader and consumer events alike.
+Logging is such a subscriber (:func:`log_event`); so are the CLI's ``--verbose`` and, later,
+metrics.
 """
 
 from __future__ import annotations
@@ -12,14 +17,22 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any, Literal
 
-from ddbstreams._position import ShardStart
+from ddbstreams._position import ShardStart, StartPosition
 
 __all__ = [
+    "BatchFailed",
+    "BatchHandled",
+    "CheckpointSaved",
+    "ConsumerEvent",
+    "ConsumerStarted",
+    "Event",
     "EventHub",
     "IteratorRefreshed",
     "ReaderError",
     "ReaderEvent",
+    "RecordsGivenUp",
     "RecordsTrimmed",
     "RequestRetried",
     "ShardFinished",
@@ -28,6 +41,7 @@ __all__ = [
     "StreamDisabled",
     "Subscription",
     "Throttled",
+    "log_event",
 ]
 
 log = logging.getLogger("ddbstreams")
@@ -129,33 +143,125 @@ ReaderEvent = (
 )
 
 
-class EventHub:
-    """The one channel events travel on: fans each event out to a callback and to
-    subscribers (:meth:`StreamReader.events`).
+# -- consumer events ------------------------------------------------------------------------
 
-    Any component publishes; publishing never blocks (a subscriber that falls behind loses
-    its oldest events, counted in ``dropped``). A failing callback is logged, not
-    propagated. :meth:`close` ends every subscription.
+
+@dataclass(frozen=True, slots=True)
+class ConsumerStarted:
+    """A consumer's reader has started, under ``name``, at ``start``: the checkpoint loaded
+    from the store, or the starting position when the store had none for the stream."""
+
+    stream_arn: str
+    name: str
+    start: StartPosition
+
+
+@dataclass(frozen=True, slots=True)
+class BatchHandled:
+    """The handler handled ``records`` records of ``shard_id`` in ``duration`` seconds (all
+    of a batch, or those before the first failure its partial batch response reported)."""
+
+    shard_id: str
+    records: int
+    duration: float
+
+
+BatchFailure = Literal["exception", "reported", "invalid_response"]
+"""How a batch failed: the handler raised, its partial batch response reported failed
+records, or that response was unusable (which fails the whole batch, as in Lambda)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchFailed:
+    """``records`` records of ``shard_id`` failed in the handler.
+
+    ``attempt`` is 1 for the first call with these records and grows by one per retry (the
+    halves of a bisected batch keep their batch's count); ``error`` describes the failure
+    (see ``cause``). ``will_retry``: the records are tried again (retried after a delay, or
+    bisected); otherwise they are given up on (:class:`RecordsGivenUp`) or, when the
+    consumer is stopping, left for the next run (not checkpointed).
     """
 
-    __slots__ = ("_callback", "_closed", "_subscribers", "dropped")
+    shard_id: str
+    records: int
+    attempt: int
+    error: str
+    will_retry: bool
+    cause: BatchFailure = "exception"
 
-    def __init__(self, callback: Callable[[ReaderEvent], None] | None) -> None:
-        self._callback = callback
+
+@dataclass(frozen=True, slots=True)
+class RecordsGivenUp:
+    """``count`` records of ``shard_id`` were given up on and sent to the on-failure
+    destination (dropped when the consumer has none); they are checkpointed as done.
+    ``condition`` is Lambda's: ``"RetryAttemptsExhausted"`` or ``"RecordAgeExceeded"``."""
+
+    shard_id: str
+    count: int
+    condition: Literal["RetryAttemptsExhausted", "RecordAgeExceeded"]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointSaved:
+    """A consumer stored its checkpoint of ``stream_arn`` under ``name``."""
+
+    stream_arn: str
+    name: str
+
+
+ConsumerEvent = ConsumerStarted | BatchHandled | BatchFailed | RecordsGivenUp | CheckpointSaved
+
+Event = ReaderEvent | ConsumerEvent
+"""Everything that travels on an :class:`EventHub`."""
+
+
+# -- the channel ----------------------------------------------------------------------------
+
+
+class EventHub:
+    """The one channel events travel on: fans each event out to listeners (plain functions
+    called on the event loop, in the order they were added) and to subscribers
+    (:meth:`subscribe`: bounded async iterators).
+
+    Any component publishes; publishing never blocks (a subscriber that falls behind loses
+    its oldest events, counted in ``dropped``). A failing listener is logged, not
+    propagated. :meth:`end_subscriptions` ends the current subscriptions (the hub goes on:
+    a consumer does this when a run ends); :meth:`close` ends them for good.
+
+    ``callback`` is a first listener. It is typed loosely because a hub carries what its
+    owner publishes: a reader's own hub carries only :data:`ReaderEvent` s, so a callback
+    taking those fits it; a consumer's hub carries every :data:`Event`.
+    """
+
+    __slots__ = ("_closed", "_listeners", "_subscribers", "dropped")
+
+    def __init__(self, callback: Callable[[Any], None] | None = None) -> None:
+        self._listeners: list[Callable[[Any], None]] = [] if callback is None else [callback]
         self._subscribers: list[Subscription] = []
         self._closed = False
         self.dropped = 0
 
-    def publish(self, event: ReaderEvent) -> None:
-        if self._callback is not None:
+    def listen(self, listener: Callable[[Event], None]) -> Callable[[], None]:
+        """Call ``listener`` with every event from now on; returns a function that stops it."""
+        self._listeners.append(listener)
+
+        def remove() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return remove
+
+    def publish(self, event: Event) -> None:
+        for listener in tuple(self._listeners):
             try:
-                self._callback(event)
+                listener(event)
             except Exception:
                 log.exception("on_event callback failed on %r", event)
         for subscriber in self._subscribers:
             self.dropped += subscriber.put(event)
 
     def subscribe(self, size: int) -> Subscription:
+        """A subscription to the events from now on (the ``size`` newest ones are kept)."""
         subscription = Subscription(size)
         if self._closed:
             subscription.close()
@@ -163,11 +269,16 @@ class EventHub:
             self._subscribers.append(subscription)
         return subscription
 
-    def close(self) -> None:
-        self._closed = True
+    def end_subscriptions(self) -> None:
+        """End every current subscription (their iterators finish once drained)."""
         for subscriber in self._subscribers:
             subscriber.close()
         self._subscribers.clear()
+
+    def close(self) -> None:
+        """End every subscription, and any made later at once. Listeners stay."""
+        self._closed = True
+        self.end_subscriptions()
 
 
 class Subscription:
@@ -176,11 +287,11 @@ class Subscription:
     __slots__ = ("_closed", "_events", "_wakeup")
 
     def __init__(self, size: int) -> None:
-        self._events: deque[ReaderEvent] = deque(maxlen=size)
+        self._events: deque[Event] = deque(maxlen=size)
         self._wakeup = asyncio.Event()
         self._closed = False
 
-    def put(self, event: ReaderEvent) -> int:
+    def put(self, event: Event) -> int:
         dropped = int(len(self._events) == self._events.maxlen)
         self._events.append(event)
         self._wakeup.set()
@@ -190,7 +301,8 @@ class Subscription:
         self._closed = True
         self._wakeup.set()
 
-    async def __aiter__(self) -> AsyncIterator[ReaderEvent]:
+    # Typed Any like the hub's callback: the events are those its hub carries.
+    async def __aiter__(self) -> AsyncIterator[Any]:
         while True:
             while self._events:
                 yield self._events.popleft()
@@ -198,3 +310,23 @@ class Subscription:
                 return
             self._wakeup.clear()
             await self._wakeup.wait()
+
+
+# -- logging, a subscriber ------------------------------------------------------------------
+
+
+def log_event(event: Event) -> None:
+    """Log ``event`` on the ``ddbstreams`` logger: one line.
+
+    Failures that need a person are warnings (a handler that raised, an unusable partial
+    batch response, records given up on); everything else is debug.
+    """
+    match event:
+        case BatchFailed(shard_id, records, _, error, _, "exception"):
+            log.warning("handler failed on %d records of %s: %s", records, shard_id, error)
+        case BatchFailed(_, _, _, error, _, "invalid_response"):
+            log.warning("%s: retrying the batch", error)
+        case RecordsGivenUp(shard_id, count, condition):
+            log.warning("giving up on %d records of %s (%s)", count, shard_id, condition)
+        case _:
+            log.debug("%r", event)

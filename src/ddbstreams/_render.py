@@ -21,8 +21,8 @@ Lines line reads back, with ``json.loads``, to the same string).
 Description formats: :func:`description_to_text` (fields and the shard lineage as a tree)
 and :func:`description_to_json`.
 
-Reader events (:func:`event_to_text`): one line per :mod:`ddbstreams._events` event, for the
-``--verbose`` progress log on stderr.
+Events (:func:`event_to_text`): one line per :mod:`ddbstreams._events` event, a reader's or a
+consumer's, for the ``--verbose`` progress log on stderr.
 
 Stored checkpoints (``ddbstreams checkpoints show``): :func:`checkpoints_to_text` (one block
 per checkpoint: name, stream, version, update time, shard counts and, when there are not too
@@ -40,9 +40,14 @@ import orjson
 
 from ddbstreams._decode import dumps_plain_json, escape_lone_surrogates
 from ddbstreams._events import (
+    BatchFailed,
+    BatchHandled,
+    CheckpointSaved,
+    ConsumerStarted,
+    Event,
     IteratorRefreshed,
     ReaderError,
-    ReaderEvent,
+    RecordsGivenUp,
     RecordsTrimmed,
     RequestRetried,
     ShardFinished,
@@ -53,7 +58,14 @@ from ddbstreams._events import (
 )
 from ddbstreams._lineage import ShardGraph, shard_order_key
 from ddbstreams._model import Record, Shard, StreamDescription
-from ddbstreams._position import Checkpoint, ShardStart
+from ddbstreams._position import (
+    AfterSequence,
+    AtSequence,
+    Checkpoint,
+    Latest,
+    ShardStart,
+    StartPosition,
+)
 
 if TYPE_CHECKING:
     from ddbstreams._store import StoredCheckpoint
@@ -365,7 +377,7 @@ def description_to_json(description: StreamDescription) -> bytes:
     return orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"
 
 
-# -- reader events -----------------------------------------------------------------------
+# -- events ------------------------------------------------------------------------------
 
 
 def _shard_start_text(start: ShardStart) -> str:
@@ -377,6 +389,17 @@ def _shard_start_text(start: ShardStart) -> str:
     return f"{where} {start.sequence_number}"
 
 
+def _start_text(start: StartPosition) -> str:
+    """Where a read starts that no checkpoint names: ``at trim horizon``, ``after 42``..."""
+    if isinstance(start, AtSequence):
+        return f"at {start.sequence_number}"
+    if isinstance(start, AfterSequence):
+        return f"after {start.sequence_number}"
+    if isinstance(start, Checkpoint):
+        return "from a checkpoint"
+    return "at latest" if isinstance(start, Latest) else "at trim horizon"
+
+
 def _on_shard(shard_id: str | None) -> str:
     return f" on {shard_id}" if shard_id is not None else ""
 
@@ -386,12 +409,16 @@ def _error_text(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
-def event_to_text(event: ReaderEvent) -> str:
+def event_to_text(event: Event) -> str:
     """One line (no newline, no control characters from messages) describing ``event``.
 
     For example ``shard started: shardId-... at trim horizon``, ``throttled: GetRecords on
-    shardId-... (attempt 2), retrying in 0.40 s``. Durations are seconds.
+    shardId-... (attempt 2), retrying in 0.40 s``, ``batch handled: 3 records of shardId-...
+    in 0.012 s``. Durations are seconds.
     """
+    consumer_text = _consumer_event_text(event)
+    if consumer_text is not None:
+        return consumer_text
     match event:
         case ShardStarted(shard_id, start):
             return f"shard started: {shard_id} {_shard_start_text(start)}"
@@ -426,6 +453,36 @@ def event_to_text(event: ReaderEvent) -> str:
             state = "retrying" if retrying else "giving up"
             return f"error{_on_shard(shard_id)} ({state}): {_error_text(error)}"
     return repr(event)  # pragma: no cover - an event type added later
+
+
+def _consumer_event_text(event: Event) -> str | None:
+    """:func:`event_to_text` of a consumer's event; None for a reader's."""
+    match event:
+        case ConsumerStarted(stream_arn, name, start):
+            where = "from its checkpoint" if isinstance(start, Checkpoint) else _start_text(start)
+            return f"consumer started: {name!r} on {stream_arn}, {where}"
+        case BatchHandled(shard_id, records, duration):
+            return f"batch handled: {_records(records)} of {shard_id} in {duration:.3f} s"
+        case BatchFailed(shard_id, records, attempt, error, will_retry, cause):
+            then = "retrying" if will_retry else "not retried"
+            if cause == "reported":
+                return (
+                    f"records not done: {_records(records)} of {shard_id} (the handler said so, "
+                    f"attempt {attempt}); {then}"
+                )
+            return (
+                f"batch failed: {_records(records)} of {shard_id} (attempt {attempt}): "
+                f"{' '.join(error.split())}; {then}"
+            )
+        case RecordsGivenUp(shard_id, count, condition):
+            return f"records given up: {_records(count)} of {shard_id} ({condition})"
+        case CheckpointSaved(stream_arn, name):
+            return f"checkpoint saved: {name!r}, stream {stream_arn}"
+    return None
+
+
+def _records(count: int) -> str:
+    return f"{count} record" if count == 1 else f"{count} records"
 
 
 # -- stored checkpoints ------------------------------------------------------------------

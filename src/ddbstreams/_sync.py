@@ -18,7 +18,7 @@ from typing import Any, Generic, Self, TypeVar, overload
 
 from ddbstreams._client import StreamsClient
 from ddbstreams._clock import Clock
-from ddbstreams._consumer import Consumer, Handler
+from ddbstreams._consumer import Consumer, ConsumerLifecycle, Handler
 from ddbstreams._model import Record
 from ddbstreams._parser import Parser
 from ddbstreams._position import TRIM_HORIZON, Checkpoint, StartPosition
@@ -226,8 +226,10 @@ class BlockingConsumer:
     """Blocking counterpart of :class:`~ddbstreams.Consumer`, with the same arguments.
 
     :meth:`run` blocks until :meth:`stop` is called from another thread, Ctrl-C, or the
-    stream is disabled and fully processed. Ctrl-C stops gracefully (in-flight batches
-    finish, the checkpoint is saved) and then raises KeyboardInterrupt.
+    read is over (a single pass with ``follow=False`` done, a disabled stream fully
+    processed). Ctrl-C stops gracefully (in-flight batches finish, the checkpoint is saved)
+    and then raises KeyboardInterrupt. ``on_event`` is called on the consumer's background
+    loop thread.
     """
 
     def __init__(self, stream: str, handler: Handler, **kwargs: Any) -> None:
@@ -241,6 +243,10 @@ class BlockingConsumer:
     @property
     def consumer(self) -> Consumer:
         return self._consumer
+
+    @property
+    def lifecycle(self) -> ConsumerLifecycle:
+        return self._consumer.lifecycle
 
     def run(self) -> None:
         """Consume until stopped (see the class docstring)."""

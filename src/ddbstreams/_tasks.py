@@ -1,4 +1,9 @@
-"""Small task-group helpers shared by the reader and the consumer."""
+"""Small task helpers shared by the reader, the consumer and the CLI.
+
+:func:`until_stopped` is *the* way to race work against a stop signal (a retry delay, a
+wait for a parent shard, a whole command): every task it makes belongs to a task group that
+does not outlive the call.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,12 @@ import asyncio
 import contextlib
 import contextvars
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
-__all__ = ["first_error", "first_of", "run_in_daemon_thread"]
+from ddbstreams._clock import Clock
+
+__all__ = ["first_error", "run_in_daemon_thread", "until_stopped", "wait_tasks"]
 
 R = TypeVar("R")
 
@@ -22,15 +29,67 @@ def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return leaf
 
 
-async def first_of(*waits: Awaitable[Any]) -> None:
-    """Wait until the first of ``waits`` is done; cancel and await the others."""
-    tasks = [asyncio.ensure_future(w) for w in waits]
+async def until_stopped(work: Coroutine[Any, Any, Any], stop: asyncio.Event) -> bool:
+    """Run ``work`` until it returns or ``stop`` is set, whichever comes first.
+
+    Returns True if ``work`` ran to its end (its result is dropped), False if ``stop`` came
+    first: ``work`` is then cancelled and awaited, so its cleanup (``finally``, ``async
+    with``) has run when this returns. If ``stop`` is set already, ``work`` never starts.
+    When both happen at once, ``work``'s outcome wins. An error of ``work`` is raised as
+    itself (not wrapped in an exception group); a stop is not an error.
+
+    Cancellation: cancelling the caller cancels ``work`` too and waits for it, then raises
+    CancelledError. Nothing outlives the call: both waits run as tasks of a task group.
+    Typical uses: ``until_stopped(clock.sleep(delay), stopping)`` (a delay cut short by a
+    stop), ``until_stopped(parent_done.wait(), stopping)``, a whole command until a signal.
+    """
+    if stop.is_set():
+        work.close()
+        return False
+    failure: BaseException | None = None
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        async with asyncio.TaskGroup() as group:
+            task = group.create_task(work)
+            waiter = group.create_task(stop.wait())
+            await asyncio.wait((task, waiter), return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            task.cancel()  # no effect when it is done
+    except BaseExceptionGroup as errors:
+        # Only ``work`` can fail (the waiter is cancelled, never failing): its error is the
+        # group's only one. Raised outside the handler, so that its context stays its own.
+        failure = errors.exceptions[0]
+    if failure is not None:
+        raise failure
+    return not task.cancelled()
+
+
+async def wait_tasks(
+    tasks: Iterable[asyncio.Task[Any]], *, within: float, clock: Clock
+) -> set[asyncio.Task[Any]]:
+    """Wait until every task is done, or ``within`` seconds of ``clock`` have passed.
+
+    Returns the tasks still running then (neither cancelled nor awaited: the caller decides).
+    The time is measured on ``clock``, so a test clock makes it virtual time.
+    """
+    pending = {task for task in tasks if not task.done()}
+    if not pending:
+        return set()
+    all_done = asyncio.Event()
+
+    def done(task: asyncio.Task[Any]) -> None:
+        pending.discard(task)
+        if not pending:
+            all_done.set()
+
+    watched = list(pending)
+    for task in watched:
+        task.add_done_callback(done)
+    try:
+        await until_stopped(clock.sleep(within), all_done)
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        for task in watched:
+            task.remove_done_callback(done)
+    return {task for task in watched if not task.done()}
 
 
 async def run_in_daemon_thread(function: Callable[..., R], *args: Any, name: str) -> R:

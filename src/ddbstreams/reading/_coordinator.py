@@ -41,7 +41,7 @@ from ddbstreams._events import (
 from ddbstreams._lineage import LineageTracker
 from ddbstreams._model import Shard, StreamDescription
 from ddbstreams._position import ShardStart
-from ddbstreams._tasks import first_error, first_of
+from ddbstreams._tasks import first_error, until_stopped
 from ddbstreams.reading._delivery import EndOfRead
 from ddbstreams.reading._fetcher import FetchContext, ShardFetcher
 
@@ -254,8 +254,8 @@ class StreamCoordinator(Generic[T]):
         :meth:`_next_listing` asks; one listing answers every task waiting for it."""
         calls = self._calls
         while True:
-            await first_of(
-                calls.clock.sleep(calls.options.describe_interval), self._listing_wanted.wait()
+            await until_stopped(
+                calls.clock.sleep(calls.options.describe_interval), self._listing_wanted
             )
             self._listing_wanted.clear()
             waiting, self._listing = self._listing, None
