@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar, cast
 
-from ddbstreams._backoff import exponential_delay, idle_poll_delay
+from ddbstreams._backoff import exponential_delay
 from ddbstreams._errors import ExpiredIteratorError, ShardNotFoundError, TrimmedDataError
 from ddbstreams._events import IteratorRefreshed, ReaderError, RecordsTrimmed
 from ddbstreams._model import Record, RecordsPage, Shard
@@ -25,6 +25,7 @@ from ddbstreams._parser import Parser
 from ddbstreams._position import SHARD_TRIM_HORIZON, ShardStart
 from ddbstreams.reading._calls import TRANSIENT_ERRORS, StreamCalls
 from ddbstreams.reading._delivery import EndOfRead, Page
+from ddbstreams.reading._schedule import PollSchedule
 from ddbstreams.reading._state import ReadState
 
 __all__ = ["FetchContext", "LagBoard", "Pauses", "ShardFetcher"]
@@ -84,7 +85,8 @@ class FetchContext(Generic[T]):
     """What every fetcher of one reader shares (built by the coordinator).
 
     ``buffer`` receives pages; ``state`` learns of restarts after trimming; ``caught_up``
-    tells a single pass when an open shard has caught up with the pass's start.
+    tells a single pass when an open shard has caught up with the pass's start;
+    ``schedule`` says when a follow reader polls each shard next.
     """
 
     calls: StreamCalls
@@ -94,6 +96,7 @@ class FetchContext(Generic[T]):
     lag: LagBoard
     pauses: Pauses
     caught_up: Callable[[float | None], bool]
+    schedule: PollSchedule
 
 
 class ShardFetcher(Generic[T]):
@@ -120,9 +123,16 @@ class ShardFetcher(Generic[T]):
 
     async def run(self) -> bool:
         """Read pages until the shard ends (True) or a single pass has caught up (False)."""
+        schedule = self._context.schedule
+        schedule.add(self.shard_id, self._context.calls.clock.monotonic())
+        try:
+            return await self._read_pages()
+        finally:
+            schedule.remove(self.shard_id)
+
+    async def _read_pages(self) -> bool:
         context = self._context
         calls = context.calls
-        options = calls.options
         # Open in the listing and without children: a single pass reads it only up to "now".
         open_shard = self._shard.is_open
         iterator = await self._acquire()
@@ -148,26 +158,43 @@ class ShardFetcher(Generic[T]):
                 context.lag.remove(self.shard_id)
                 return True
             iterator = page.next_shard_iterator
-            if page.records:
-                context.lag.set(self.shard_id, page.last_creation_time)
-                empty_pages = 0
-                if not calls.follow and open_shard and context.caught_up(page.last_creation_time):
-                    return False
-                continue
-            context.lag.set(self.shard_id, None)
-            empty_pages += 1
+            context.lag.set(self.shard_id, page.last_creation_time if page.records else None)
+            empty_pages = 0 if page.records else empty_pages + 1
             if calls.follow:
-                await calls.clock.sleep(
-                    idle_poll_delay(
-                        options.idle_poll_delay, options.idle_poll_max_delay, empty_pages
-                    )
-                )
-            elif open_shard:
-                if empty_pages >= options.catch_up_empty_pages:
-                    return False
-                await calls.clock.sleep(options.empty_page_delay)
+                await self._wait_for_next_poll(page, empty_pages)
+            elif open_shard and not await self._single_pass_goes_on(page, empty_pages):
+                return False
         # The shard was trimmed away (skipped by policy): it ends, and the caller learns so.
         await context.buffer.put(self._page([], [], ends_shard=True))
+        return True
+
+    async def _wait_for_next_poll(self, page: RecordsPage[T], empty_pages: int) -> None:
+        """Follow mode: wait as the poll schedule says (a backlog is read at once)."""
+        context = self._context
+        clock = context.calls.clock
+        now = clock.monotonic()
+        schedule = context.schedule
+        schedule.polled(self.shard_id, now, records=len(page.records))
+        if page.records:
+            full = len(page.records) >= (context.calls.options.page_limit or 1000)
+            created = page.last_creation_time
+            age = None if created is None else clock.time() - created
+            wait = schedule.after_records(self.shard_id, now, full_page=full, newest_age=age)
+        else:
+            wait = schedule.interval(self.shard_id, now, empty_pages=empty_pages)
+        if wait > 0:
+            await clock.sleep(wait)
+
+    async def _single_pass_goes_on(self, page: RecordsPage[T], empty_pages: int) -> bool:
+        """A single pass over an open shard: False once it has caught up with the pass's
+        start (a record created after it, or a few empty pages in a row)."""
+        context = self._context
+        options = context.calls.options
+        if page.records:
+            return not context.caught_up(page.last_creation_time)
+        if empty_pages >= options.catch_up_empty_pages:
+            return False
+        await context.calls.clock.sleep(options.empty_page_delay)
         return True
 
     async def _reacquire(

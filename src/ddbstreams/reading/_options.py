@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ddbstreams._errors import ConfigurationError
+from ddbstreams.reading._schedule import PollBudget
 
 __all__ = ["ReaderOptions", "TrimmedPolicy"]
 
@@ -31,9 +32,15 @@ class ReaderOptions:
       shard after a page whose last record was created this long after the pass began
       (clock skew allowance between this host and the service).
     - ``empty_page_delay``: wait between empty pages of an open shard in a single pass.
-    - ``idle_poll_delay`` / ``idle_poll_max_delay``: in follow mode, the wait after an
-      empty page doubles from the first to the second for a shard that stays idle; after a
-      page with records the next poll is immediate.
+    - ``idle_poll_delay`` / ``idle_poll_max_delay``: in follow mode, the fixed schedule: the
+      wait after an empty page doubles from the first to the second for a shard that stays
+      idle; after a page with records the next poll is immediate.
+    - ``poll_budget`` (default 250) / ``poll_budget_per_shard``: GetRecords calls per
+      second the reader may spend in follow mode, in all or per shard read (the smaller
+      applies; ``None`` for no limit). When the fixed schedule would spend more, each
+      shard's wait grows to its share of the budget, in proportion to the square root of
+      its recent arrival rate (busy shards are polled more often than quiet ones; see
+      ``reading/_schedule.py``), up to ``poll_max_interval``. A backlog is read at once.
     - ``describe_interval``: in follow mode, how often a full DescribeStream looks for
       shards that were missed. ``describe_rate``: DescribeStream calls allowed per second
       (the service allows 10 per stream).
@@ -61,6 +68,9 @@ class ReaderOptions:
     on_trimmed: TrimmedPolicy = "skip"
     retry_max_delay: float = 30.0
     event_buffer: int = 1000
+    poll_budget: float | None = 250.0
+    poll_budget_per_shard: float | None = None
+    poll_max_interval: float = 30.0
     max_concurrent_shards: int | None = None
 
     def __post_init__(self) -> None:
@@ -97,3 +107,14 @@ class ReaderOptions:
             raise ConfigurationError("on_trimmed must be 'skip' or 'raise'")
         if self.event_buffer < 1:
             raise ConfigurationError("event_buffer must be at least 1")
+        self.poll_schedule_budget()  # validates the poll budget
+
+    def poll_schedule_budget(self) -> PollBudget:
+        """The poll budget these options describe (ConfigurationError if it is nonsense)."""
+        return PollBudget(
+            calls_per_second=self.poll_budget,
+            calls_per_shard=self.poll_budget_per_shard,
+            min_interval=self.idle_poll_delay,
+            idle_max_interval=self.idle_poll_max_delay,
+            max_interval=max(self.poll_max_interval, self.idle_poll_max_delay),
+        )

@@ -26,6 +26,7 @@ from ddbstreams.reading._delivery import Delivery
 from ddbstreams.reading._fetcher import FetchContext, LagBoard, Pauses
 from ddbstreams.reading._locate import locate_record
 from ddbstreams.reading._options import ReaderOptions
+from ddbstreams.reading._schedule import PollSchedule
 from ddbstreams.reading._state import ReadState
 
 __all__ = ["ReadParts", "ReadRequest", "plan_read"]
@@ -58,6 +59,7 @@ class ReadParts(Generic[T]):
     coordinator: StreamCoordinator[T]
     lag: LagBoard
     pauses: Pauses
+    schedule: PollSchedule
     task: asyncio.Task[None] | None = None
 
 
@@ -110,9 +112,12 @@ async def plan_read(client: StreamsClient, request: ReadRequest[T]) -> ReadParts
     # Nothing the tasks hold refers back to the reader, so an abandoned reader is
     # collected (and warns) instead of running on unseen.
     caught_up = functools.partial(_caught_up, pass_started_at + options.creation_time_slack)
-    context = FetchContext(calls, request.parser, delivery.buffer, state, lag, pauses, caught_up)
+    schedule = PollSchedule(options.poll_schedule_budget())
+    context = FetchContext(
+        calls, request.parser, delivery.buffer, state, lag, pauses, caught_up, schedule
+    )
     coordinator = StreamCoordinator(context, tracker, disabled=disabled)
-    return ReadParts(stream_arn, calls, state, delivery, coordinator, lag, pauses)
+    return ReadParts(stream_arn, calls, state, delivery, coordinator, lag, pauses, schedule)
 
 
 def settle_checkpoint(

@@ -460,6 +460,10 @@ class StreamReader(Generic[T]):
         if notice.stream_arn is not None and notice.stream_arn != self._stream_arn:
             return  # a shared client's retry for some other reader
         if notice.throttled:
+            running = self._running
+            if running is not None and notice.shard_id is not None:
+                now = self._clock.monotonic()
+                running.schedule.polled(notice.shard_id, now, records=0, throttled=True)
             self._events.publish(
                 Throttled(notice.operation, notice.shard_id, notice.attempt, notice.delay)
             )
