@@ -72,19 +72,10 @@ MAX_FUNCTION_LINES = 60
 SIZE_ALLOWLIST: dict[str, str] = {
     "ddbstreams._cli:_build_parser": "argparse declarations of every subcommand (issue 9)",
     "ddbstreams._render:record_to_pretty": "to be split in issue 9",
-    "ddbstreams.testing._simulator:StreamSimulator": "test double of the whole service API",
-    "ddbstreams.testing._simulator:StreamSimulator.__init__": "to be split in issue 9",
-    "ddbstreams.testing._simulator:StreamSimulator._record": "to be split in issue 9",
 }
 
 # To be fixed in issue 9: findings of rules a and c (their line-free keys) that exist today.
-KNOWN_VIOLATIONS: set[str] = {
-    "ddbstreams.testing._simulator:SimulatorTransport.call_sync: sim._lock",
-    "ddbstreams.testing._simulator:SimulatorTransport.call_sync: sim._begin",
-    "ddbstreams.testing._simulator:SimulatorTransport.get_records_sync: sim._lock",
-    "ddbstreams.testing._simulator:SimulatorTransport.get_records_sync: sim._begin",
-    "ddbstreams.testing._simulator:SimulatorTransport.get_records_sync: sim._get_records",
-}
+KNOWN_VIOLATIONS: set[str] = set()
 
 WIRE_AND_MODEL = frozenset(
     f"ddbstreams.{name}"

@@ -14,7 +14,7 @@ import pytest
 
 from ddbstreams._decode import DefaultParser, parse_get_records_body
 from ddbstreams._transport import TransportError
-from ddbstreams.testing._simulator import (
+from ddbstreams.testing.simulator import (
     SimulatedClock,
     SimulatorTransport,
     StreamSimulator,
@@ -952,3 +952,31 @@ async def test_client_reads_the_simulator_in_memory() -> None:
     assert sorted(s.shard_id for s in description.shards) == sorted(
         s.shard_id for s in sim.shards()
     )
+
+
+def test_call_and_get_records_body_answer_without_a_transport() -> None:
+    sim = StreamSimulator(partitions=1, seed=47)
+    change = sim.put_item({"pk": "a", "v": 1})
+    assert change is not None
+    (root,) = sim.open_shard_ids()
+    description = sim.call("DescribeStream", {"StreamArn": sim.stream_arn})
+    assert [s["ShardId"] for s in description["StreamDescription"]["Shards"]] == [root]
+    it = sim.call(
+        "GetShardIterator",
+        {"StreamArn": sim.stream_arn, "ShardId": root, "ShardIteratorType": "TRIM_HORIZON"},
+    )["ShardIterator"]
+    body = sim.get_records_body({"ShardIterator": it})
+    assert seqs(orjson.loads(body)["Records"]) == [change.sequence_number]
+    assert sim.calls == {"DescribeStream": 1, "GetShardIterator": 1, "GetRecords": 1}
+
+    for operation in ("GetRecords", "PutItem"):
+        with pytest.raises(TransportError) as caught:
+            sim.call(operation, {})
+        assert (caught.value.code, caught.value.status) == ("UnknownOperationException", 400)
+    assert sum(sim.calls.values()) == 3  # unknown operations are not counted
+
+    sim.fail_next("GetRecords", "ThrottlingException")
+    with pytest.raises(TransportError) as caught:
+        sim.get_records_body({"ShardIterator": it})
+    assert caught.value.code == "ThrottlingException"
+    assert sim.faults_injected == {"ThrottlingException": 1}

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from ddbstreams._backoff import RetryPolicy
-from ddbstreams.testing._simulator import SimulatedClock, StreamSimulator
+from ddbstreams.testing.simulator import SimulatedClock, StreamSimulator
 
 
 def driver_tasks() -> list[asyncio.Task[object]]:

@@ -20,7 +20,7 @@ from ddbstreams._errors import EndpointConnectionError as DDBEndpointConnectionE
 from ddbstreams._position import ShardStart
 from ddbstreams._transport import TransportError
 from ddbstreams.testing._server import SimulatorServer, serve_simulator
-from ddbstreams.testing._simulator import Faults, SimulatedClock, StreamSimulator
+from ddbstreams.testing.simulator import Faults, SimulatedClock, StreamSimulator
 
 NO_RETRIES = Config(retries={"total_max_attempts": 1})
 CREDENTIALS: dict[str, Any] = {"aws_access_key_id": "x", "aws_secret_access_key": "x"}

@@ -22,7 +22,7 @@ from ddbstreams._decode import DefaultParser
 from ddbstreams._errors import StreamNotFoundError
 from ddbstreams._position import ShardStart
 from ddbstreams.testing._server import SimulatorServer, serve_simulator
-from ddbstreams.testing._simulator import StreamSimulator
+from ddbstreams.testing.simulator import StreamSimulator
 
 CREDENTIALS = {"aws_access_key_id": "x", "aws_secret_access_key": "x"}
 NO_RETRIES = Config(retries={"total_max_attempts": 1})

@@ -13,7 +13,7 @@ from ddbstreams._client import StreamsClient
 from ddbstreams._errors import StreamNotFoundError, TableNotFoundError
 from ddbstreams._transport import TransportError
 from ddbstreams.testing._server import serve_simulator
-from ddbstreams.testing._simulator import SimulatedClock, SimulatorTransport, StreamSimulator
+from ddbstreams.testing.simulator import SimulatedClock, SimulatorTransport, StreamSimulator
 
 HOUR = 3600.0
 

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from ddbstreams.testing._server import SimulatorServer
-from ddbstreams.testing._simulator import (
+from ddbstreams.testing.simulator import (
     LiveWriter,
     SimulatedClock,
     SimulatorTransport,

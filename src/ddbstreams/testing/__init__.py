@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ddbstreams.testing._server import SimulatorServer, serve_simulator
-    from ddbstreams.testing._simulator import (
+    from ddbstreams.testing.simulator import (
         Faults,
         LiveWriter,
         SimulatedChange,
@@ -41,12 +41,12 @@ __all__ = [
 ]
 
 _HOMES = {
-    "Faults": "ddbstreams.testing._simulator",
-    "LiveWriter": "ddbstreams.testing._simulator",
-    "SimulatedChange": "ddbstreams.testing._simulator",
-    "SimulatedClock": "ddbstreams.testing._simulator",
-    "SimulatorTransport": "ddbstreams.testing._simulator",
-    "StreamSimulator": "ddbstreams.testing._simulator",
+    "Faults": "ddbstreams.testing.simulator",
+    "LiveWriter": "ddbstreams.testing.simulator",
+    "SimulatedChange": "ddbstreams.testing.simulator",
+    "SimulatedClock": "ddbstreams.testing.simulator",
+    "SimulatorTransport": "ddbstreams.testing.simulator",
+    "StreamSimulator": "ddbstreams.testing.simulator",
     "SimulatorServer": "ddbstreams.testing._server",
     "serve_simulator": "ddbstreams.testing._server",
 }

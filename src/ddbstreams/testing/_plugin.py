@@ -41,7 +41,7 @@ import pytest
 if TYPE_CHECKING:
     from ddbstreams.local import DynamoDBLocal, SourceTable
     from ddbstreams.testing._server import SimulatorServer
-    from ddbstreams.testing._simulator import SimulatedClock, StreamSimulator
+    from ddbstreams.testing.simulator import SimulatedClock, StreamSimulator
 
 __all__ = [
     "ddb_local",
@@ -110,7 +110,7 @@ def source_table(make_source_table: Callable[..., SourceTable]) -> SourceTable:
 @pytest.fixture
 def stream_simulator() -> StreamSimulator:
     """A fresh in-memory stream: one shard, key ``pk``, NEW_AND_OLD_IMAGES, seed 0."""
-    from ddbstreams.testing._simulator import StreamSimulator
+    from ddbstreams.testing.simulator import StreamSimulator
 
     return StreamSimulator()
 
@@ -118,7 +118,7 @@ def stream_simulator() -> StreamSimulator:
 @pytest.fixture
 def make_stream_simulator() -> Callable[..., StreamSimulator]:
     """Factory: ``make_stream_simulator(partitions=3, seed=1, empty_page_rate=0.2, ...)``."""
-    from ddbstreams.testing._simulator import StreamSimulator
+    from ddbstreams.testing.simulator import StreamSimulator
 
     return StreamSimulator
 
@@ -127,7 +127,7 @@ def make_stream_simulator() -> Callable[..., StreamSimulator]:
 def simulated_clock() -> SimulatedClock:
     """A fresh virtual clock: pass it to ``make_stream_simulator(clock=...)`` and
     ``StreamReader(clock=...)`` so waits take no real time."""
-    from ddbstreams.testing._simulator import SimulatedClock
+    from ddbstreams.testing.simulator import SimulatedClock
 
     return SimulatedClock()
 

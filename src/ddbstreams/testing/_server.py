@@ -43,7 +43,7 @@ import orjson
 from aiohttp import web
 
 from ddbstreams._transport import TransportError
-from ddbstreams.testing._simulator import SimulatorTransport, StreamSimulator
+from ddbstreams.testing.simulator import SimulatorTransport, StreamSimulator
 
 __all__ = ["SimulatorServer", "serve_simulator"]
 
