@@ -29,8 +29,8 @@ from typing import Any
 
 import orjson
 
-from ddbstreams._decode import DefaultParser, parse_get_records_body
-from ddbstreams._encode import encode_item
+from ddbstreams.model._decode import DefaultParser, parse_get_records_body
+from ddbstreams.model._encode import encode_item
 
 SHARD_ID = "shardId-00000001700000000000-0123abcd"
 RECORDS = 1000

@@ -13,6 +13,14 @@ import pytest
 pytest_plugins = ["pytester"]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The folder says what a test needs: everything under integration/ talks to DynamoDB
+    Local over HTTP and is marked ``integration``."""
+    for item in items:
+        if "integration" in item.path.parent.parts:
+            item.add_marker(pytest.mark.integration)
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     """Say which DynamoDB Local the integration tests use (without starting it)."""
     from ddbstreams import local

@@ -6,26 +6,7 @@ tour; ``ddbstreams.testing`` has a stream simulator and pytest fixtures, and
 ``ddbstreams.local`` manages DynamoDB Local.
 """
 
-from ddbstreams._backoff import RetryPolicy
-from ddbstreams._client import RetryNotice, StreamsClient
 from ddbstreams._clock import Clock, SystemClock
-from ddbstreams._consumer import (
-    Consumer,
-    ConsumerLifecycle,
-    ConsumerOptions,
-    FailedBatch,
-    JsonLinesDestination,
-    LambdaContext,
-    lambda_handler,
-    record_to_lambda,
-)
-from ddbstreams._decode import (
-    DefaultParser,
-    RawParser,
-    decode_map,
-    decode_value,
-    parse_lambda_event,
-)
 from ddbstreams._errors import (
     AccessDeniedError,
     CheckpointConflictError,
@@ -71,18 +52,30 @@ from ddbstreams._events import (
     StreamDisabled,
     Throttled,
 )
-from ddbstreams._filter import RecordFilter
-from ddbstreams._lineage import ShardGraph
-from ddbstreams._model import (
-    Record,
-    RecordsPage,
-    Shard,
-    StreamDescription,
-    StreamSummary,
-    UserIdentity,
+from ddbstreams.blocking._facade import BlockingConsumer, BlockingStreamReader, read
+from ddbstreams.client._backoff import RetryPolicy
+from ddbstreams.client._streams import RetryNotice, StreamsClient
+from ddbstreams.consuming._consumer import (
+    Consumer,
+    ConsumerLifecycle,
+    ConsumerOptions,
+    FailedBatch,
+    JsonLinesDestination,
+    LambdaContext,
+    lambda_handler,
+    record_to_lambda,
 )
-from ddbstreams._parser import Parser
-from ddbstreams._position import (
+from ddbstreams.consuming._filter import RecordFilter
+from ddbstreams.lineage._graph import ShardGraph
+from ddbstreams.model._decode import (
+    DefaultParser,
+    RawParser,
+    decode_map,
+    decode_value,
+    parse_lambda_event,
+)
+from ddbstreams.model._parser import Parser
+from ddbstreams.model._position import (
     LATEST,
     TRIM_HORIZON,
     AfterSequence,
@@ -95,14 +88,14 @@ from ddbstreams._position import (
     after_sequence,
     at_sequence,
 )
-from ddbstreams._store import (
-    CheckpointStore,
-    DynamoDBCheckpointStore,
-    MemoryCheckpointStore,
-    SQLiteCheckpointStore,
-    StoredCheckpoint,
+from ddbstreams.model._types import (
+    Record,
+    RecordsPage,
+    Shard,
+    StreamDescription,
+    StreamSummary,
+    UserIdentity,
 )
-from ddbstreams._sync import BlockingConsumer, BlockingStreamReader, read
 from ddbstreams.reading import (
     SHARD_END,
     ReaderLifecycle,
@@ -112,6 +105,13 @@ from ddbstreams.reading import (
     ShardPosition,
     StreamReader,
     TrimmedPolicy,
+)
+from ddbstreams.state._stores import (
+    CheckpointStore,
+    DynamoDBCheckpointStore,
+    MemoryCheckpointStore,
+    SQLiteCheckpointStore,
+    StoredCheckpoint,
 )
 
 __version__ = "0.1.0"

@@ -1,7 +1,7 @@
 """The exception tree of ddbstreams.
 
 Every error the library raises on purpose derives from :class:`DDBStreamsError`. AWS error
-codes are mapped to these classes in exactly one place (``ddbstreams._client``); nothing
+codes are mapped to these classes in exactly one place (``ddbstreams.client._streams``); nothing
 else inspects botocore exceptions.
 """
 

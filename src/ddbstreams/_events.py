@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ddbstreams._position import ShardStart, StartPosition
+from ddbstreams.model._position import ShardStart, StartPosition
 
 __all__ = [
     "BatchFailed",

@@ -3,7 +3,7 @@
 :class:`StreamCalls` wraps the :class:`~ddbstreams.StreamsClient` for the fetchers and the
 coordinator of one reader: in follow mode, transient failures that outlived the client's
 own retries (throttling, 5xx, network) are retried again later, reported as events, with
-the schedule of :func:`~ddbstreams._backoff.exponential_delay`; every DescribeStream is
+the schedule of :func:`~ddbstreams.client._backoff.exponential_delay`; every DescribeStream is
 paced within ``describe_rate`` (the service allows 10 per second per stream); GetRecords
 and GetShardIterator take a request slot (``max_concurrent_requests``, first come, first
 served).
@@ -15,12 +15,12 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from ddbstreams._backoff import exponential_delay, next_call_slot
-from ddbstreams._client import StreamsClient
 from ddbstreams._clock import Clock
 from ddbstreams._errors import EndpointConnectionError, ServiceError, ThrottledError
 from ddbstreams._events import EventHub, ReaderError
-from ddbstreams._model import Shard, StreamDescription
+from ddbstreams.client._backoff import exponential_delay, next_call_slot
+from ddbstreams.client._streams import StreamsClient
+from ddbstreams.model._types import Shard, StreamDescription
 from ddbstreams.reading._options import ReaderOptions
 
 __all__ = ["TRANSIENT_ERRORS", "StreamCalls"]

@@ -29,7 +29,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from ddbstreams._backoff import exponential_delay
 from ddbstreams._errors import DDBStreamsError
 from ddbstreams._events import (
     ReaderError,
@@ -38,10 +37,11 @@ from ddbstreams._events import (
     ShardStarted,
     StreamDisabled,
 )
-from ddbstreams._lineage import LineageTracker
-from ddbstreams._model import Shard, StreamDescription
-from ddbstreams._position import ShardStart
 from ddbstreams._tasks import first_error, until_stopped
+from ddbstreams.client._backoff import exponential_delay
+from ddbstreams.lineage._graph import LineageTracker
+from ddbstreams.model._position import ShardStart
+from ddbstreams.model._types import Shard, StreamDescription
 from ddbstreams.reading._delivery import EndOfRead
 from ddbstreams.reading._fetcher import FetchContext, ShardFetcher
 

@@ -16,7 +16,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from ddbstreams._position import ShardStart
+from ddbstreams.model._position import ShardStart
 from ddbstreams.reading._state import ReadState, ShardEnd
 
 __all__ = ["Delivery", "EndOfRead", "Page", "ShardBatch"]

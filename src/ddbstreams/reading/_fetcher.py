@@ -17,12 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar, cast
 
-from ddbstreams._backoff import exponential_delay
 from ddbstreams._errors import ExpiredIteratorError, ShardNotFoundError, TrimmedDataError
 from ddbstreams._events import IteratorRefreshed, ReaderError, RecordsTrimmed
-from ddbstreams._model import Record, RecordsPage, Shard
-from ddbstreams._parser import Parser
-from ddbstreams._position import SHARD_TRIM_HORIZON, ShardStart
+from ddbstreams.client._backoff import exponential_delay
+from ddbstreams.model._parser import Parser
+from ddbstreams.model._position import SHARD_TRIM_HORIZON, ShardStart
+from ddbstreams.model._types import Record, RecordsPage, Shard
 from ddbstreams.reading._calls import TRANSIENT_ERRORS, StreamCalls
 from ddbstreams.reading._delivery import EndOfRead, Page
 from ddbstreams.reading._schedule import PollSchedule

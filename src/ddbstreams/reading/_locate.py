@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from ddbstreams._client import StreamsClient
-from ddbstreams._decode import RawParser
 from ddbstreams._errors import InvalidPositionError, TrimmedDataError, ValidationError
-from ddbstreams._model import Shard
-from ddbstreams._position import ShardStart
+from ddbstreams.client._streams import StreamsClient
+from ddbstreams.model._decode import RawParser
+from ddbstreams.model._position import ShardStart
+from ddbstreams.model._types import Shard
 
 __all__ = ["locate_record"]
 

@@ -13,13 +13,13 @@ import functools
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from ddbstreams._client import StreamsClient
 from ddbstreams._clock import Clock
 from ddbstreams._errors import CheckpointError
 from ddbstreams._events import EventHub, RecordsTrimmed
-from ddbstreams._lineage import LineageTracker, ShardGraph, plan_reads
-from ddbstreams._parser import Parser
-from ddbstreams._position import AfterSequence, AtSequence, Checkpoint, StartPosition
+from ddbstreams.client._streams import StreamsClient
+from ddbstreams.lineage._graph import LineageTracker, ShardGraph, plan_reads
+from ddbstreams.model._parser import Parser
+from ddbstreams.model._position import AfterSequence, AtSequence, Checkpoint, StartPosition
 from ddbstreams.reading._calls import StreamCalls
 from ddbstreams.reading._coordinator import StreamCoordinator
 from ddbstreams.reading._delivery import Delivery

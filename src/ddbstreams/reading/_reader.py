@@ -29,9 +29,7 @@ from dataclasses import replace
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar, cast, overload
 
-from ddbstreams._client import RetryNotice, StreamsClient
 from ddbstreams._clock import Clock, SystemClock
-from ddbstreams._decode import DefaultParser
 from ddbstreams._errors import ConfigurationError
 from ddbstreams._events import (
     EventHub,
@@ -39,14 +37,16 @@ from ddbstreams._events import (
     RequestRetried,
     Throttled,
 )
-from ddbstreams._model import Record, Shard
-from ddbstreams._parser import Parser
-from ddbstreams._position import (
+from ddbstreams.client._streams import RetryNotice, StreamsClient
+from ddbstreams.model._decode import DefaultParser
+from ddbstreams.model._parser import Parser
+from ddbstreams.model._position import (
     TRIM_HORIZON,
     Checkpoint,
     ShardStart,
     StartPosition,
 )
+from ddbstreams.model._types import Record, Shard
 from ddbstreams.reading._delivery import Delivery, ShardBatch
 from ddbstreams.reading._options import ReaderOptions, TrimmedPolicy
 from ddbstreams.reading._planning import ReadParts, ReadRequest, plan_read

@@ -24,8 +24,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ddbstreams._backoff import exponential_delay
 from ddbstreams._errors import ConfigurationError
+from ddbstreams.client._backoff import exponential_delay
 
 __all__ = ["PollBudget", "PollSchedule"]
 

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from ddbstreams._position import Checkpoint, ShardStart
+from ddbstreams.model._position import Checkpoint, ShardStart
 
 __all__ = [
     "SHARD_END",

@@ -42,8 +42,8 @@ from typing import Any, Final, Self
 import orjson
 from aiohttp import web
 
-from ddbstreams._transport import TransportError
 from ddbstreams.testing.simulator import SimulatorTransport, StreamSimulator
+from ddbstreams.transport._seam import TransportError
 
 __all__ = ["SimulatorServer", "serve_simulator"]
 

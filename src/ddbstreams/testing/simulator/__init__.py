@@ -8,7 +8,7 @@ partition key; topology changes (:meth:`~StreamSimulator.roll_over`,
 :meth:`~StreamSimulator.split`, :meth:`~StreamSimulator.trim`) reshape the shard graph the
 way the service does over hours, and :meth:`~StreamSimulator.live` does all of that
 continuously while a reader runs. Readers reach it through
-:meth:`~StreamSimulator.transport` (the library's :class:`~ddbstreams._transport.Transport`
+:meth:`~StreamSimulator.transport` (the library's :class:`~ddbstreams.transport._seam.Transport`
 seam, no HTTP) or over loopback HTTP with :func:`ddbstreams.testing.serve_simulator` so
 botocore runs end to end.
 

@@ -10,7 +10,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Final
 
-from ddbstreams._transport import TransportError
+from ddbstreams.transport._seam import TransportError
 
 __all__ = [
     "NO_RESPONSE_CODES",

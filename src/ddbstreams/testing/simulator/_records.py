@@ -9,7 +9,7 @@ from typing import Any, Final, Literal
 
 import orjson
 
-from ddbstreams._model import EventName
+from ddbstreams.model._types import EventName
 
 __all__ = [
     "VIEW_TYPES",

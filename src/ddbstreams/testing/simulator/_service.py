@@ -18,10 +18,10 @@ from typing import Any, Final, Protocol
 import orjson
 
 from ddbstreams._clock import Clock
-from ddbstreams._transport import TransportError
 from ddbstreams.testing.simulator._faults import default_status
 from ddbstreams.testing.simulator._stream import ShardState, StreamModel
 from ddbstreams.testing.simulator._table import SourceTable
+from ddbstreams.transport._seam import TransportError
 
 __all__ = ["CALL_OPERATIONS", "ITERATOR_LIFETIME", "ServiceSettings", "StreamService"]
 

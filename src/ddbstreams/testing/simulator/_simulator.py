@@ -19,8 +19,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Unpack
 
 from ddbstreams._clock import Clock
-from ddbstreams._model import Shard
-from ddbstreams._transport import TransportError
+from ddbstreams.model._types import Shard
 from ddbstreams.testing.simulator._clock import SimulatedClock
 from ddbstreams.testing.simulator._faults import FaultInjector, Faults
 from ddbstreams.testing.simulator._live import LiveOptions, LiveWriter
@@ -30,9 +29,10 @@ from ddbstreams.testing.simulator._stream import StreamModel
 from ddbstreams.testing.simulator._table import SourceTable
 from ddbstreams.testing.simulator._transport import SimulatorTransport
 from ddbstreams.testing.simulator._writes import ChangeWriter
+from ddbstreams.transport._seam import TransportError
 
 if TYPE_CHECKING:
-    from ddbstreams._client import StreamsClient
+    from ddbstreams.client._streams import StreamsClient
 
 __all__ = ["DEFAULT_FIRST_SEQUENCE_NUMBER", "DEFAULT_RETENTION", "StreamSimulator"]
 
@@ -374,7 +374,7 @@ class StreamSimulator:
     def call(self, operation: str, params: Mapping[str, Any]) -> dict[str, Any]:
         """Answer a ``DescribeStream``, ``GetShardIterator``, ``ListStreams`` or
         ``DescribeTable`` request (``params``) as the service would, or raise
-        :class:`~ddbstreams._transport.TransportError` with its error code (any other
+        :class:`~ddbstreams.transport._seam.TransportError` with its error code (any other
         operation: ``UnknownOperationException``). Counts in :attr:`calls`, applies retention
         and fires injected failures first. Thread-safe; :meth:`transport` and the HTTP server
         answer through it."""
@@ -388,7 +388,7 @@ class StreamSimulator:
 
     def get_records_body(self, params: Mapping[str, Any]) -> bytes:
         """Answer one ``GetRecords`` call: the response body exactly as the service sends
-        it (JSON bytes), or :class:`~ddbstreams._transport.TransportError`; see :meth:`call`.
+        it (JSON bytes), or :class:`~ddbstreams.transport._seam.TransportError`; see :meth:`call`.
         Thread-safe."""
         with self._lock:
             self._begin("GetRecords")
@@ -397,7 +397,7 @@ class StreamSimulator:
     # ------------------------------------------------------------------ clients & live
 
     def transport(self) -> SimulatorTransport:
-        """A new :class:`~ddbstreams._transport.Transport` over this simulator."""
+        """A new :class:`~ddbstreams.transport._seam.Transport` over this simulator."""
         return SimulatorTransport(self)
 
     def client(self, **kwargs: Any) -> StreamsClient:
@@ -406,7 +406,7 @@ class StreamSimulator:
         ``kwargs`` go to ``StreamsClient`` (``retry=``, ``clock=``...); ``clock`` defaults
         to the simulator's clock so backoff sleeps run on the same (virtual) timeline.
         """
-        from ddbstreams._client import StreamsClient
+        from ddbstreams.client._streams import StreamsClient
 
         kwargs.setdefault("clock", self.clock)
         return StreamsClient(transport=self.transport(), **kwargs)

@@ -11,7 +11,7 @@ import random
 from typing import Any, Final, Protocol
 
 from ddbstreams._clock import Clock
-from ddbstreams._model import Shard
+from ddbstreams.model._types import Shard
 from ddbstreams.testing.simulator._records import SimulatedChange
 
 __all__ = ["HASH_SPACE", "ShardState", "StreamModel", "TopologySettings"]

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from ddbstreams._encode import encode_value
+from ddbstreams.model._encode import encode_value
 from ddbstreams.testing.simulator._records import Image
 
 __all__ = ["KeyWire", "SourceTable"]

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ddbstreams._transport import TransportError
+from ddbstreams.transport._seam import TransportError
 
 if TYPE_CHECKING:
     from ddbstreams.testing.simulator._simulator import StreamSimulator
@@ -15,10 +15,10 @@ __all__ = ["SimulatorTransport"]
 
 
 class SimulatorTransport:
-    """The :class:`~ddbstreams._transport.Transport` of a :class:`StreamSimulator`.
+    """The :class:`~ddbstreams.transport._seam.Transport` of a :class:`StreamSimulator`.
 
     Answers with the service's wire shapes (timestamps as epoch seconds) and raises
-    :class:`~ddbstreams._transport.TransportError` with the service's error codes (and the
+    :class:`~ddbstreams.transport._seam.TransportError` with the service's error codes (and the
     transport-level ``ConnectionError``/``Timeout`` for injected resets and timeouts). Each
     call yields to the event loop once, as real I/O would. After :meth:`close` every call
     raises ``TransportError("ConnectionError", ...)`` so use-after-close bugs show.

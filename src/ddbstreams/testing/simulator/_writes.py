@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from ddbstreams._clock import Clock
-from ddbstreams._encode import encode_item
-from ddbstreams._model import EventName
+from ddbstreams.model._encode import encode_item
+from ddbstreams.model._types import EventName
 from ddbstreams.testing.simulator._records import (
     Image,
     SimulatedChange,

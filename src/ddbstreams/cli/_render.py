@@ -1,0 +1,559 @@
+"""Text and JSON renderings of records and stream descriptions for the ``ddbstreams`` CLI.
+
+Pure: every function takes values and returns ``bytes`` or ``str``; nothing here writes to
+a stream or reads the environment, so the CLI's output formats are testable without I/O.
+
+Record formats:
+
+- JSON Lines (:func:`record_to_jsonl`): one object per record with exactly the keys
+  ``eventID, eventName, shardId, sequenceNumber, approximateCreationDateTime, keys,
+  newImage, oldImage``. Values are plain JSON (numbers exact, bytes base64, sets as sorted
+  lists) for records from the default parser, and DynamoDB JSON for records from
+  :class:`~ddbstreams.model._decode.RawParser` (the maps are passed through untouched).
+- Pretty (:func:`record_to_pretty`): a few human lines per record: the event and its keys,
+  the time, shard and sequence number, then what changed (attributes added, changed,
+  removed; a MODIFY with both images shows a compact diff).
+
+In both, a string holding a lone UTF-16 surrogate (which DynamoDB accepts) is written with
+the surrogate as a ``\\uXXXX`` escape, so the output is always valid UTF-8 (and a JSON
+Lines line reads back, with ``json.loads``, to the same string).
+
+Description formats: :func:`description_to_text` (fields and the shard lineage as a tree)
+and :func:`description_to_json`.
+
+Events (:func:`event_to_text`): one line per :mod:`ddbstreams._events` event, a reader's or a
+consumer's, for the ``--verbose`` progress log on stderr.
+
+Stored checkpoints (``ddbstreams checkpoints show``): :func:`checkpoints_to_text` (one block
+per checkpoint: name, stream, version, update time, shard counts and, when there are not too
+many, each shard's position) and :func:`checkpoints_to_json` (the full stored documents).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final
+
+import orjson
+
+from ddbstreams._events import (
+    BatchFailed,
+    BatchHandled,
+    CheckpointSaved,
+    ConsumerStarted,
+    Event,
+    IteratorRefreshed,
+    ReaderError,
+    RecordsGivenUp,
+    RecordsTrimmed,
+    RequestRetried,
+    ShardFinished,
+    ShardsDiscovered,
+    ShardStarted,
+    StreamDisabled,
+    Throttled,
+)
+from ddbstreams.lineage._graph import ShardGraph, shard_order_key
+from ddbstreams.model._decode import dumps_plain_json, escape_lone_surrogates
+from ddbstreams.model._position import (
+    AfterSequence,
+    AtSequence,
+    Checkpoint,
+    Latest,
+    ShardStart,
+    StartPosition,
+)
+from ddbstreams.model._types import Record, Shard, StreamDescription
+
+if TYPE_CHECKING:
+    from ddbstreams.state._stores import StoredCheckpoint
+
+__all__ = [
+    "ASCII",
+    "UNICODE",
+    "Glyphs",
+    "checkpoints_to_json",
+    "checkpoints_to_text",
+    "description_to_json",
+    "description_to_text",
+    "event_to_text",
+    "format_epoch",
+    "format_time",
+    "record_to_jsonl",
+    "record_to_pretty",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Glyphs:
+    """The characters used for trees and arrows, so output can fall back to plain ASCII."""
+
+    branch: str
+    last: str
+    pipe: str
+    space: str
+    arrow: str
+    ellipsis: str
+    range: str
+
+
+UNICODE: Final = Glyphs("├── ", "└── ", "│   ", "    ", "→", "…", "…")
+ASCII: Final = Glyphs("|-- ", "`-- ", "|   ", "    ", "->", "...", "..")
+
+# ANSI SGR codes; only used when the caller asks for colour (a terminal without NO_COLOR).
+_RESET: Final = "\x1b[0m"
+_BOLD: Final = "\x1b[1m"
+_DIM: Final = "\x1b[2m"
+_RED: Final = "\x1b[31m"
+_GREEN: Final = "\x1b[32m"
+_YELLOW: Final = "\x1b[33m"
+_EVENT_COLOURS: Final = {"INSERT": _GREEN, "MODIFY": _YELLOW, "REMOVE": _RED}
+
+
+def format_time(moment: datetime) -> str:
+    """ISO 8601 in UTC with a ``Z``: ``2026-11-29T06:31:20Z``.
+
+    A fraction is shown only when present: milliseconds when the time has millisecond
+    precision (``...20.250Z``), microseconds otherwise. Naive datetimes are taken as UTC.
+    """
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    micro = moment.microsecond
+    if micro == 0:
+        return text + "Z"
+    if micro % 1000 == 0:
+        return f"{text}.{micro // 1000:03d}Z"
+    return f"{text}.{micro:06d}Z"
+
+
+def format_epoch(seconds: float) -> str:
+    """:func:`format_time` of epoch ``seconds``, rounded to the millisecond."""
+    millis = round(seconds * 1000)
+    moment = datetime.fromtimestamp(millis // 1000, UTC)
+    return format_time(moment.replace(microsecond=(millis % 1000) * 1000))
+
+
+def _record_object(record: Record) -> dict[str, Any]:
+    return {
+        "eventID": record.event_id,
+        "eventName": record.event_name,
+        "shardId": record.shard_id,
+        "sequenceNumber": record.sequence_number,
+        "approximateCreationDateTime": format_time(record.approximate_creation_time),
+        "keys": record.keys,
+        "newImage": record.new_image,
+        "oldImage": record.old_image,
+    }
+
+
+def record_to_jsonl(record: Record) -> bytes:
+    """One JSON Lines line (ending in ``\\n``) for ``record``; see the module docstring."""
+    return dumps_plain_json(_record_object(record)) + b"\n"
+
+
+def _value_text(value: Any, width: int, glyphs: Glyphs) -> str:
+    text = dumps_plain_json(value).decode("utf-8")
+    if width > 0 and len(text) > width:
+        return text[: max(width - len(glyphs.ellipsis), 1)] + glyphs.ellipsis
+    return text
+
+
+def _paint(text: str, code: str, color: bool) -> str:
+    return f"{code}{text}{_RESET}" if color else text
+
+
+def record_to_pretty(
+    record: Record,
+    *,
+    color: bool = False,
+    glyphs: Glyphs = UNICODE,
+    width: int = 160,
+) -> str:
+    """A readable multi-line rendering of ``record``, ending in a newline.
+
+    First line: event name and keys (``pk="user#1" sk=7``). Second line: time, shard and
+    sequence number. Then one line per attribute, by name (images have no order):
+    ``+ name: value`` for an INSERT's new image, ``- name: value`` for a REMOVE's old image,
+    and for a MODIFY with both images only what changed (``~ name: old → new``, ``+`` added,
+    ``-`` removed) plus a count of unchanged attributes. Key attributes are not repeated.
+    Values are compact JSON (plain or DynamoDB JSON, whatever the record holds), cut to
+    ``width`` characters.
+    """
+    name = record.event_name
+    head = _paint(f"{name:<6}", _BOLD + _EVENT_COLOURS.get(name, ""), color)
+    keys = " ".join(f"{k}={_value_text(v, width, glyphs)}" for k, v in sorted(record.keys.items()))
+    meta = (
+        f"{format_time(record.approximate_creation_time)}  {record.shard_id}"
+        f"  seq {record.sequence_number}"
+    )
+    lines = [f"{head} {keys}".rstrip(), "       " + _paint(meta, _DIM, color)]
+    key_names = record.keys.keys()
+    new, old = record.new_image, record.old_image
+
+    def attr(mark: str, colour: str, attr_name: str, text: str) -> None:
+        lines.append("       " + _paint(f"{mark} {attr_name}: {text}", colour, color))
+
+    if name == "MODIFY" and new is not None and old is not None:
+        unchanged = 0
+        for attr_name in sorted(old.keys() | new.keys()):
+            if attr_name in key_names:
+                continue
+            if attr_name not in old:
+                attr("+", _GREEN, attr_name, _value_text(new[attr_name], width, glyphs))
+            elif attr_name not in new:
+                attr("-", _RED, attr_name, _value_text(old[attr_name], width, glyphs))
+            elif old[attr_name] != new[attr_name] or _type_changed(old[attr_name], new[attr_name]):
+                before = _value_text(old[attr_name], width // 2, glyphs)
+                after = _value_text(new[attr_name], width // 2, glyphs)
+                attr("~", _YELLOW, attr_name, f"{before} {glyphs.arrow} {after}")
+            else:
+                unchanged += 1
+        if unchanged:
+            lines.append("       " + _paint(f"({unchanged} unchanged)", _DIM, color))
+    elif name == "REMOVE" or (new is None and old is not None):
+        if old is None:
+            lines.append("       " + _paint("(old image not in stream)", _DIM, color))
+        else:
+            for attr_name, value in sorted(old.items()):
+                if attr_name not in key_names:
+                    attr("-", _RED, attr_name, _value_text(value, width, glyphs))
+    elif new is not None:
+        # INSERT, or a MODIFY on a NEW_IMAGE stream: no old image to diff against.
+        mark, colour = ("+", _GREEN) if name == "INSERT" else ("=", _YELLOW)
+        for attr_name, value in sorted(new.items()):
+            if attr_name not in key_names:
+                attr(mark, colour, attr_name, _value_text(value, width, glyphs))
+    else:
+        lines.append("       " + _paint("(keys only)", _DIM, color))
+    # Values are escaped already; names and keys may still hold a lone surrogate.
+    return escape_lone_surrogates("\n".join(lines) + "\n")
+
+
+def _type_changed(before: Any, after: Any) -> bool:
+    # 1 == True and 1 == Decimal("1") in Python; a change of type is still a change.
+    return type(before) is not type(after)
+
+
+# -- stream descriptions ---------------------------------------------------------------
+
+
+def _shard_state(graph: ShardGraph, shard: Shard) -> str:
+    if shard.is_open and graph.is_closed(shard.shard_id):
+        return "closed (has children)"
+    return "closed" if graph.is_closed(shard.shard_id) else "open"
+
+
+def _sequence_range(shard: Shard, glyphs: Glyphs) -> str:
+    start = shard.starting_sequence_number or "?"
+    end = shard.ending_sequence_number or ""
+    return f"seq {start}{glyphs.range}{end}"
+
+
+def _shard_line(shard: Shard, graph: ShardGraph, listed: set[str], glyphs: Glyphs) -> str:
+    parts = [shard.shard_id, _shard_state(graph, shard), _sequence_range(shard, glyphs)]
+    hint = shard.created_at_hint
+    if hint is not None:
+        parts.append(f"created ~{format_time(hint)}")
+    if shard.parent_shard_id is not None and shard.parent_shard_id not in listed:
+        parts.append(f"parent {shard.parent_shard_id} (trimmed)")
+    return "  ".join(parts)
+
+
+def _sorted_ids(ids: Iterable[str]) -> list[str]:
+    return sorted(ids, key=shard_order_key)
+
+
+def description_to_text(description: StreamDescription, *, glyphs: Glyphs = UNICODE) -> str:
+    """The stream's fields, then its shard lineage as a tree; ends in a newline.
+
+    Roots (shards without a parent, or whose parent was trimmed: shown as ``parent <id>
+    (trimmed)``) start at the left margin; each child is indented under its parent. Every
+    shard line has the shard id, open/closed, the sequence number range and the creation
+    time encoded in the shard id (a hint). A shard listed as open that already has children
+    is shown as ``closed (has children)``.
+    """
+    shards = {shard.shard_id: shard for shard in description.shards}
+    graph = ShardGraph.from_shards(description.shards)
+    open_count = sum(1 for shard_id in shards if not graph.is_closed(shard_id))
+    fields = [
+        ("stream", description.stream_arn),
+        ("table", description.table_name),
+        ("status", description.stream_status),
+        ("view type", description.stream_view_type),
+        ("label", description.stream_label),
+    ]
+    if description.creation_time is not None:
+        fields.append(("created", format_time(description.creation_time)))
+    if description.key_schema:
+        fields.append(("key", ", ".join(f"{n} ({t})" for n, t in description.key_schema)))
+    fields.append(
+        ("shards", f"{len(shards)} ({open_count} open, {len(shards) - open_count} closed)")
+    )
+    label_width = max(len(label) for label, _ in fields)
+    lines = [f"{label:<{label_width}}  {value}" for label, value in fields]
+    if shards:
+        lines.append("")
+    listed = set(shards)
+    seen: set[str] = set()
+
+    def walk(shard_id: str, prefix: str, connector: str) -> None:
+        if shard_id in seen or shard_id not in shards:
+            return
+        seen.add(shard_id)
+        lines.append(prefix + connector + _shard_line(shards[shard_id], graph, listed, glyphs))
+        if connector == glyphs.branch:
+            child_prefix = prefix + glyphs.pipe
+        elif connector == glyphs.last:
+            child_prefix = prefix + glyphs.space
+        else:
+            child_prefix = prefix
+        children = [c for c in _sorted_ids(graph.children(shard_id)) if c in shards]
+        for index, child in enumerate(children):
+            last = index == len(children) - 1
+            walk(child, child_prefix, glyphs.last if last else glyphs.branch)
+
+    for root in _sorted_ids(graph.roots()):
+        walk(root, "", "")
+    # Defensive: anything the walk could not reach (a malformed listing) is still shown.
+    for shard_id in _sorted_ids(set(shards) - seen):
+        walk(shard_id, "", "")
+    return "\n".join(lines) + "\n"
+
+
+def description_to_json(description: StreamDescription) -> bytes:
+    """A JSON document (indented, ending in a newline) describing the stream and its shards.
+
+    Keys: ``streamArn, tableName, streamStatus, streamViewType, streamLabel, creationTime``
+    (ISO 8601 or null), ``keySchema`` (list of ``{attributeName, keyType}``), ``shardCount,
+    openShardCount, closedShardCount`` and ``shards``: parents before children, each with
+    ``shardId, parentShardId, parentTrimmed, startingSequenceNumber, endingSequenceNumber,
+    open, createdHint, children`` (ids of listed child shards). ``open`` is false for a
+    shard listed as open that already has children (it is effectively closed).
+    """
+    graph = ShardGraph.from_shards(description.shards)
+    shards = {shard.shard_id: shard for shard in description.shards}
+    order = [s for s in graph.topological_order() if s in shards]
+    order.extend(s for s in shards if s not in set(order))
+    shard_objects = []
+    for shard_id in order:
+        shard = shards[shard_id]
+        hint = shard.created_at_hint
+        shard_objects.append(
+            {
+                "shardId": shard_id,
+                "parentShardId": shard.parent_shard_id,
+                "parentTrimmed": shard.parent_shard_id is not None
+                and shard.parent_shard_id not in shards,
+                "startingSequenceNumber": shard.starting_sequence_number,
+                "endingSequenceNumber": shard.ending_sequence_number,
+                "open": not graph.is_closed(shard_id),
+                "createdHint": format_time(hint) if hint is not None else None,
+                "children": [c for c in _sorted_ids(graph.children(shard_id)) if c in shards],
+            }
+        )
+    open_count = sum(1 for obj in shard_objects if obj["open"])
+    document = {
+        "streamArn": description.stream_arn,
+        "tableName": description.table_name,
+        "streamStatus": description.stream_status,
+        "streamViewType": description.stream_view_type,
+        "streamLabel": description.stream_label,
+        "creationTime": (
+            format_time(description.creation_time)
+            if description.creation_time is not None
+            else None
+        ),
+        "keySchema": [
+            {"attributeName": name, "keyType": key_type}
+            for name, key_type in description.key_schema
+        ],
+        "shardCount": len(shard_objects),
+        "openShardCount": open_count,
+        "closedShardCount": len(shard_objects) - open_count,
+        "shards": shard_objects,
+    }
+    return orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"
+
+
+# -- events ------------------------------------------------------------------------------
+
+
+def _shard_start_text(start: ShardStart) -> str:
+    if start.iterator_type == "TRIM_HORIZON":
+        return "at trim horizon"
+    if start.iterator_type == "LATEST":
+        return "at latest"
+    where = "at" if start.iterator_type == "AT_SEQUENCE_NUMBER" else "after"
+    return f"{where} {start.sequence_number}"
+
+
+def _start_text(start: StartPosition) -> str:
+    """Where a read starts that no checkpoint names: ``at trim horizon``, ``after 42``..."""
+    if isinstance(start, AtSequence):
+        return f"at {start.sequence_number}"
+    if isinstance(start, AfterSequence):
+        return f"after {start.sequence_number}"
+    if isinstance(start, Checkpoint):
+        return "from a checkpoint"
+    return "at latest" if isinstance(start, Latest) else "at trim horizon"
+
+
+def _on_shard(shard_id: str | None) -> str:
+    return f" on {shard_id}" if shard_id is not None else ""
+
+
+def _error_text(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def event_to_text(event: Event) -> str:
+    """One line (no newline, no control characters from messages) describing ``event``.
+
+    For example ``shard started: shardId-... at trim horizon``, ``throttled: GetRecords on
+    shardId-... (attempt 2), retrying in 0.40 s``, ``batch handled: 3 records of shardId-...
+    in 0.012 s``. Durations are seconds.
+    """
+    consumer_text = _consumer_event_text(event)
+    if consumer_text is not None:
+        return consumer_text
+    match event:
+        case ShardStarted(shard_id, start):
+            return f"shard started: {shard_id} {_shard_start_text(start)}"
+        case ShardFinished(shard_id):
+            return f"shard finished: {shard_id} (read to its end)"
+        case ShardsDiscovered(shard_ids):
+            return f"shards discovered: {', '.join(_sorted_ids(shard_ids))}"
+        case Throttled(operation, shard_id, attempt, delay):
+            return (
+                f"throttled: {operation}{_on_shard(shard_id)} (attempt {attempt}), "
+                f"retrying in {delay:.2f} s"
+            )
+        case RequestRetried(operation, shard_id, code, attempt, delay):
+            return (
+                f"request failed: {operation}{_on_shard(shard_id)} ({code}, attempt {attempt}), "
+                f"retrying in {delay:.2f} s"
+            )
+        case IteratorRefreshed(shard_id, after):
+            where = f"after {after}" if after is not None else "at its start position"
+            return f"iterator expired: {shard_id}, continuing {where}"
+        case RecordsTrimmed(shard_id, after, shard_gone):
+            lost = f"after {after}" if after is not None else "from its start position"
+            if shard_gone:
+                return f"records trimmed: {shard_id} is gone (records {lost} were lost)"
+            return (
+                f"records trimmed: {shard_id}, records {lost} were lost; "
+                "continuing at the oldest remaining record"
+            )
+        case StreamDisabled(stream_arn):
+            return f"stream disabled: {stream_arn}; reading what remains, then stopping"
+        case ReaderError(error, shard_id, retrying):
+            state = "retrying" if retrying else "giving up"
+            return f"error{_on_shard(shard_id)} ({state}): {_error_text(error)}"
+    return repr(event)  # pragma: no cover - an event type added later
+
+
+def _consumer_event_text(event: Event) -> str | None:
+    """:func:`event_to_text` of a consumer's event; None for a reader's."""
+    match event:
+        case ConsumerStarted(stream_arn, name, start):
+            where = "from its checkpoint" if isinstance(start, Checkpoint) else _start_text(start)
+            return f"consumer started: {name!r} on {stream_arn}, {where}"
+        case BatchHandled(shard_id, records, duration):
+            return f"batch handled: {_records(records)} of {shard_id} in {duration:.3f} s"
+        case BatchFailed(shard_id, records, attempt, error, will_retry, cause):
+            then = "retrying" if will_retry else "not retried"
+            if cause == "reported":
+                return (
+                    f"records not done: {_records(records)} of {shard_id} (the handler said so, "
+                    f"attempt {attempt}); {then}"
+                )
+            return (
+                f"batch failed: {_records(records)} of {shard_id} (attempt {attempt}): "
+                f"{' '.join(error.split())}; {then}"
+            )
+        case RecordsGivenUp(shard_id, count, condition):
+            return f"records given up: {_records(count)} of {shard_id} ({condition})"
+        case CheckpointSaved(stream_arn, name):
+            return f"checkpoint saved: {name!r}, stream {stream_arn}"
+    return None
+
+
+def _records(count: int) -> str:
+    return f"{count} record" if count == 1 else f"{count} records"
+
+
+# -- stored checkpoints ------------------------------------------------------------------
+
+
+def _shard_positions(checkpoint: Checkpoint) -> list[tuple[str, str]]:
+    """(shard id, what the checkpoint says of it) for every shard it names, in shard order."""
+    states: dict[str, str] = {}
+    for shard_id, start in checkpoint.pending.items():
+        states[shard_id] = f"pending, starts {_shard_start_text(start)}"
+    for shard_id in checkpoint.finished:
+        states[shard_id] = "finished"
+    for shard_id, sequence_number in checkpoint.positions.items():
+        states[shard_id] = f"after {sequence_number}"
+    return [(shard_id, states[shard_id]) for shard_id in _sorted_ids(states)]
+
+
+def checkpoints_to_text(
+    stored: Sequence[StoredCheckpoint], *, glyphs: Glyphs = UNICODE, max_shards: int = 20
+) -> str:
+    """One block per stored checkpoint, separated by blank lines; ends in a newline.
+
+    Each block: ``name``, ``stream``, ``version``, ``updated`` (ISO 8601 UTC), ``shards``
+    (how many are in progress, finished and pending), then one indented line per shard the
+    checkpoint names: ``after SEQ`` (resume just after that record), ``finished`` (read to
+    its end) or ``pending, starts at ...`` (nothing read yet). Beyond ``max_shards`` shards
+    the rest is counted, not listed. An empty ``stored`` gives an empty string.
+    """
+    blocks = []
+    for entry in stored:
+        checkpoint = entry.checkpoint
+        counts = (
+            f"{len(checkpoint.positions)} in progress, {len(checkpoint.finished)} finished, "
+            f"{len(checkpoint.pending)} pending"
+        )
+        fields = [
+            ("name", entry.name),
+            ("stream", entry.stream_arn),
+            ("version", str(entry.version)),
+            ("updated", format_epoch(entry.updated_at)),
+            ("shards", counts),
+        ]
+        lines = [f"{label:<8} {value}" for label, value in fields]
+        shards = _shard_positions(checkpoint)
+        width = max((len(shard_id) for shard_id, _ in shards[:max_shards]), default=0)
+        for shard_id, state in shards[:max_shards]:
+            lines.append(f"  {shard_id:<{width}}  {state}")
+        if len(shards) > max_shards:
+            lines.append(
+                f"  {glyphs.ellipsis} and {len(shards) - max_shards} more shards "
+                "(--json lists every one)"
+            )
+        blocks.append("\n".join(lines) + "\n")
+    return "\n".join(blocks)
+
+
+def checkpoints_to_json(stored: Sequence[StoredCheckpoint]) -> bytes:
+    """A JSON array (indented, ending in a newline) of the stored checkpoints.
+
+    Each element: ``name, streamArn, version, updatedAt`` (ISO 8601 UTC) and ``checkpoint``,
+    the stored document itself (``version, stream_arn, positions, finished, pending``: see
+    :meth:`~ddbstreams.Checkpoint.to_json`).
+    """
+    document = [
+        {
+            "name": entry.name,
+            "streamArn": entry.stream_arn,
+            "version": entry.version,
+            "updatedAt": format_epoch(entry.updated_at),
+            "checkpoint": entry.checkpoint.to_json(),
+        }
+        for entry in stored
+    ]
+    return orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"

@@ -1,0 +1,1 @@
+"""Layer 6, consumers: Lambda-grade batch processing over a reader, and record filters."""

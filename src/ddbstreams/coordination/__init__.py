@@ -1,0 +1,1 @@
+"""Layer 6, coordination: worker groups sharing a stream through leases (to come)."""

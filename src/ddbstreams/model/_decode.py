@@ -1,0 +1,764 @@
+"""Decoding of DynamoDB Streams wire data: GetRecords bodies, Lambda events, attribute values.
+
+Layer 1, pure, no I/O, and the hot path of every reader: a full GetRecords page (up to 1000
+records, 1 MB) goes from bytes to :class:`~ddbstreams.model._types.Record` objects here.
+
+Attribute values (DynamoDB JSON) decode as follows:
+
+====== =====================================================================
+S      ``str``
+N      ``int`` when the number's value is an integer, else ``Decimal`` (exact)
+B      ``bytes`` (the wire carries base64 text)
+SS     ``set[str]``
+NS     ``set`` of ``int`` / ``Decimal`` (each member as for N)
+BS     ``set[bytes]``
+M      ``dict[str, ...]`` (decoded recursively)
+L      ``list`` (decoded recursively)
+NULL   ``None``
+BOOL   ``bool``
+====== =====================================================================
+
+Numbers are never turned into floats. The N rule, exactly: the literal must be a decimal
+number as JSON and DynamoDB write it (optional sign, digits with an optional fraction, an
+optional exponent; no ``NaN``/``Infinity``, no whitespace or underscores). It decodes to
+``int`` when its *value* is an integer of at most 126 digits -- so ``"100"``, ``"-5"``,
+``"00012"`` (12), ``"-0"`` (0), ``"1.0"`` (1) and ``"1E+2"`` (100) are ints -- and to
+``Decimal(literal)`` otherwise, e.g. ``"1.5"``, ``"-0.25"``, ``"1E-130"``. The digit cap
+only matters for literals outside DynamoDB's range (magnitude below 1E+126): it keeps a
+hostile ``"1E+999999999"`` from being expanded into a huge int. Either way the value is
+exact: 38-digit numbers round-trip unchanged. DynamoDB itself returns numbers normalised
+(no exponent, no trailing fractional zeros), for which the rule is simply "no decimal
+point means int".
+
+Malformed input raises ``ValueError`` with a message that says what is wrong (unknown type
+tag, bad number, bad base64, a record missing a field...). The hot path does not check what
+it can pass through unchanged: the payloads of S and BOOL, the members of SS, and record
+fields such as ``SizeBytes`` are taken as the service sends them.
+
+Lone surrogates: DynamoDB stores strings holding a lone UTF-16 surrogate (``"\\ud83d"``,
+half of a character outside the Basic Multilingual Plane) and GetRecords returns them as
+``\\uXXXX`` escapes, which orjson refuses. A GetRecords body is decoded by orjson straight
+from bytes (the fast path); only when orjson refuses it for a surrogate is that one body
+decoded again with the standard library's ``json`` (NaN and Infinity still refused), which
+keeps the lone surrogate in the Python ``str`` -- exactly what boto3 gives. Such strings
+cannot be encoded as UTF-8, so :func:`dumps_plain_json` writes each lone surrogate as a
+``\\uXXXX`` escape: the output is valid JSON and ``json.loads`` reads the same ``str`` back.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import json
+import re
+import secrets
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
+from types import MemberDescriptorType
+from typing import Any, Final, TypeVar, overload
+
+import orjson
+
+from ddbstreams._errors import MalformedRecordError
+from ddbstreams.model._parser import Parser
+from ddbstreams.model._types import Record, RecordsPage, UserIdentity
+
+__all__ = [
+    "DefaultParser",
+    "RawParser",
+    "decode_map",
+    "decode_value",
+    "dumps_plain_json",
+    "escape_lone_surrogates",
+    "parse_get_records_body",
+    "parse_lambda_event",
+]
+
+T = TypeVar("T")
+
+# A DynamoDB number literal; anything Decimal() accepts beyond this (whitespace, "_",
+# NaN, Infinity, non-ASCII digits) is rejected.
+_NUMBER: Final = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+# Integral values with more digits than this stay Decimal (see the module docstring).
+_MAX_INT_DIGITS: Final = 126
+_NONZERO_DIGITS: Final = frozenset("123456789")
+
+_a2b: Final = binascii.a2b_base64
+_fromtimestamp: Final = datetime.fromtimestamp
+
+
+def _number(text: str) -> int | Decimal:
+    """Decode the text of an N (or NS member); see the module docstring for the rule."""
+    # Plain ASCII digits are the bulk of what DynamoDB sends. isascii() is O(1) and rules
+    # out the non-ASCII digits that int() would otherwise accept.
+    if text.isdigit() and text.isascii() and len(text) <= _MAX_INT_DIGITS:
+        return int(text)
+    return _number_slow(text)
+
+
+def _number_slow(text: str) -> int | Decimal:
+    # Cheap checks first for the two shapes DynamoDB itself writes, -?digits and
+    # -?digits.digits (normalised, so the last fractional digit is nonzero); the regex and
+    # the exact integral test are for everything else.
+    if type(text) is str and text.isascii():
+        unsigned = text.removeprefix("-")
+        if "." in unsigned:
+            if text[-1] in _NONZERO_DIGITS and unsigned.replace(".", "", 1).isdigit():
+                return Decimal(text)  # a nonzero last fractional digit: never integral
+        elif unsigned.isdigit() and len(unsigned) <= _MAX_INT_DIGITS:
+            return int(text)
+    if type(text) is not str or _NUMBER.fullmatch(text) is None:
+        raise ValueError(f"invalid DynamoDB number (N): {text!r:.80}")
+    try:
+        value = Decimal(text)
+    except ArithmeticError:  # decimal.InvalidOperation: an exponent beyond any context
+        raise ValueError(f"DynamoDB number (N) out of range: {text!r:.80}") from None
+    if value.adjusted() < _MAX_INT_DIGITS:
+        integral = int(value)
+        if integral == value:
+            return integral
+    elif not value:
+        return 0  # zero with a silly exponent, e.g. "0E+500"
+    return value
+
+
+def _binary(text: str) -> bytes:
+    try:
+        return _a2b(text, strict_mode=True)
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise ValueError(f"invalid DynamoDB binary (B): not base64 text: {text!r:.80}") from exc
+
+
+def _bad_attribute(av: object) -> ValueError:
+    if isinstance(av, dict) and len(av) == 1:
+        (tag,) = av
+        return ValueError(f"unknown DynamoDB attribute type tag {tag!r} in {av!r:.120}")
+    return ValueError(
+        f"a DynamoDB attribute value must be an object with exactly one type tag, got {av!r:.120}"
+    )
+
+
+_TAGS: Final = frozenset(("S", "N", "B", "SS", "NS", "BS", "M", "L", "NULL", "BOOL"))
+
+
+def _decode_other(tag: str, v: Any) -> Any:
+    # Everything but S and N, which the callers handle inline because they dominate.
+    if tag == "M":
+        return _decode_map(v)
+    # A string payload would be iterated (L) or split into characters (sets): refuse it.
+    if tag == "L" and type(v) is list:
+        return [_decode_value(x) for x in v]
+    if tag == "BOOL":
+        return v
+    if tag == "NULL":
+        return None
+    if tag == "B":
+        return _a2b(v, strict_mode=True)
+    if tag == "SS" and type(v) is list:
+        return set(v)
+    if tag == "NS" and type(v) is list:
+        return {_number(x) for x in v}
+    if tag == "BS" and type(v) is list:
+        return {_a2b(x, strict_mode=True) for x in v}
+    raise KeyError(tag)
+
+
+def _decode_value(av: dict[str, Any]) -> Any:
+    (tag,) = av
+    v = av[tag]
+    if tag == "S":
+        return v
+    if tag == "N":
+        if v.isdigit() and v.isascii() and len(v) <= _MAX_INT_DIGITS:
+            return int(v)
+        return _number_slow(v)
+    return _decode_other(tag, v)
+
+
+def _decode_map(m: dict[str, Any]) -> dict[str, Any]:
+    # The hottest loop of the library: one iteration per attribute of every image.
+    out = {}
+    for k, av in m.items():
+        (tag,) = av
+        v = av[tag]
+        if tag == "S":
+            out[k] = v
+        elif tag == "N":
+            out[k] = (
+                int(v)
+                if v.isdigit() and v.isascii() and len(v) <= _MAX_INT_DIGITS
+                else _number_slow(v)
+            )
+        else:
+            out[k] = _decode_other(tag, v)
+    return out
+
+
+# What the unchecked fast path raises on malformed input (binascii.Error is a ValueError).
+_DECODE_ERRORS: Final = (LookupError, TypeError, AttributeError, ValueError)
+
+
+def decode_value(av: dict[str, Any]) -> Any:
+    """Decode one attribute value (``{"S": "x"}``, ``{"N": "1"}``, ...) to a Python value.
+
+    Raises ``ValueError`` naming the problem for an unknown type tag, an attribute value that
+    is not a one-key object, a malformed number, or binary that is not base64.
+    """
+    try:
+        return _decode_value(av)
+    except _DECODE_ERRORS as exc:
+        raise _diagnose(av) from exc
+
+
+def decode_map(m: dict[str, Any]) -> dict[str, Any]:
+    """Decode a map of attribute values (an item, a key, or the value of an M).
+
+    Raises ``ValueError`` as :func:`decode_value` does.
+    """
+    try:
+        return _decode_map(m)
+    except _DECODE_ERRORS as exc:
+        if not isinstance(m, dict):
+            raise ValueError(f"an attribute map must be an object, got {m!r:.120}") from exc
+        raise _diagnose({"M": m}) from exc
+
+
+def _diagnose(av: Any) -> ValueError:
+    """The error to raise for an attribute value the fast path failed on.
+
+    The fast path lets Python raise whatever it raises (so it pays nothing for checks);
+    this walks the value again, slowly and carefully, to say what is wrong.
+    """
+    try:
+        _decode_checked(av)
+    except ValueError as exc:
+        return exc
+    return ValueError(f"malformed DynamoDB attribute value {av!r:.120}")  # pragma: no cover
+
+
+def _decode_checked(av: Any, lenient: bool = False) -> Any:
+    if lenient and type(av) is dict and not av:
+        # DynamoDB Local 3.x writes an empty map nested in a map as {} instead of
+        # {"M": {}} in stream records (GetItem shows {"M": {}}); read it as the empty map.
+        return {}
+    if not isinstance(av, dict) or len(av) != 1:
+        raise _bad_attribute(av)
+    ((tag, v),) = av.items()
+    if tag not in _TAGS:
+        raise _bad_attribute(av)
+    if tag == "S":
+        if type(v) is not str:
+            raise ValueError(f"S must hold a string: {av!r:.120}")
+        return v
+    if tag == "N":
+        return _number(v) if type(v) is str else _number_slow(v)
+    if tag == "B":
+        return _binary(v)
+    if tag == "BOOL":
+        if type(v) is not bool:
+            raise ValueError(f"BOOL must hold true or false: {av!r:.120}")
+        return v
+    if tag == "NULL":
+        return None
+    if tag == "M":
+        if not isinstance(v, dict):
+            raise ValueError(f"M must hold an object: {av!r:.120}")
+        return {k: _decode_checked(x, lenient) for k, x in v.items()}
+    if not isinstance(v, list):
+        raise ValueError(f"{tag} must hold an array: {av!r:.120}")
+    if tag == "L":
+        return [_decode_checked(x, lenient) for x in v]
+    if tag == "SS":
+        if not all(type(x) is str for x in v):
+            raise ValueError(f"SS members must be strings: {av!r:.120}")
+        return set(v)
+    if tag == "NS":
+        return {_number_slow(x) for x in v}
+    return {_binary(x) for x in v}
+
+
+def _user_identity(raw: Any) -> UserIdentity:
+    # GetRecords capitalises these keys; Lambda events do not.
+    kind = raw.get("Type", raw.get("type"))
+    principal = raw.get("PrincipalId", raw.get("principalId"))
+    if type(kind) is not str or type(principal) is not str:
+        raise ValueError(f"malformed userIdentity in stream record: {raw!r:.120}")
+    return UserIdentity(kind, principal)
+
+
+_RECORD_FIELDS: Final = (
+    "event_id",
+    "event_name",
+    "event_version",
+    "event_source",
+    "aws_region",
+    "keys",
+    "new_image",
+    "old_image",
+    "sequence_number",
+    "size_bytes",
+    "stream_view_type",
+    "approximate_creation_time",
+    "shard_id",
+    "user_identity",
+    "event_source_arn",
+)
+
+
+def _record_factory() -> Callable[..., Record]:
+    """A constructor for Record taking its fields positionally, about twice as fast.
+
+    A frozen dataclass's ``__init__`` assigns each field through ``object.__setattr__``
+    (a global lookup, an attribute lookup and a generic call per field). Calling the slot
+    descriptors' ``__set__`` directly does the same stores without the lookups. If Record's
+    fields are no longer exactly the ones this was written for, falls back to calling
+    ``Record`` by keyword (correct, just slower; a test checks the fast path is in use).
+    """
+    names = tuple(f.name for f in dataclasses.fields(Record))
+    if names != _RECORD_FIELDS or not all(
+        isinstance(Record.__dict__.get(name), MemberDescriptorType) for name in names
+    ):  # pragma: no cover - guards against an unnoticed change of Record
+
+        def slow(*args: Any) -> Record:
+            return Record(**dict(zip(_RECORD_FIELDS, args, strict=True)))
+
+        return slow
+    new = object.__new__
+    (s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14) = (
+        Record.__dict__[name].__set__ for name in names
+    )
+
+    def make(
+        a0: Any, a1: Any, a2: Any, a3: Any, a4: Any, a5: Any, a6: Any, a7: Any,
+        a8: Any, a9: Any, a10: Any, a11: Any, a12: Any, a13: Any, a14: Any,
+    ) -> Record:  # fmt: skip
+        r = new(Record)
+        s0(r, a0)
+        s1(r, a1)
+        s2(r, a2)
+        s3(r, a3)
+        s4(r, a4)
+        s5(r, a5)
+        s6(r, a6)
+        s7(r, a7)
+        s8(r, a8)
+        s9(r, a9)
+        s10(r, a10)
+        s11(r, a11)
+        s12(r, a12)
+        s13(r, a13)
+        s14(r, a14)
+        return r
+
+    return make
+
+
+_make_record: Final = _record_factory()
+
+
+def _records(
+    raw_records: list[dict[str, Any]],
+    shard_id: str,
+    decode: Callable[[dict[str, Any]], dict[str, Any]] | None,
+) -> list[Record]:
+    out: list[Record] = []
+    append = out.append
+    make = _make_record
+    # A page's records share a handful of creation times (second resolution): convert
+    # each distinct one once. datetimes are immutable, so sharing them is safe.
+    times: dict[Any, datetime] = {}
+    raw: Any = None
+    try:
+        for raw in raw_records:
+            ddb = raw["dynamodb"]
+            keys = ddb["Keys"]
+            new = ddb.get("NewImage")
+            old = ddb.get("OldImage")
+            if decode is not None:
+                keys = decode(keys)
+                if new is not None:
+                    new = decode(new)
+                if old is not None:
+                    old = decode(old)
+            epoch = ddb["ApproximateCreationDateTime"]
+            created = times.get(epoch)
+            if created is None:
+                created = times[epoch] = _fromtimestamp(epoch, UTC)
+            identity = raw.get("userIdentity")
+            append(
+                make(
+                    raw["eventID"],
+                    raw["eventName"],
+                    raw["eventVersion"],
+                    raw["eventSource"],
+                    raw["awsRegion"],
+                    keys,
+                    new,
+                    old,
+                    ddb["SequenceNumber"],
+                    ddb["SizeBytes"],
+                    ddb["StreamViewType"],
+                    created,
+                    shard_id,
+                    None if identity is None else _user_identity(identity),
+                    raw.get("eventSourceARN"),
+                )
+            )
+    except (*_DECODE_ERRORS, OverflowError, OSError) as exc:
+        if decode is None or decode is _decode_lenient_map:
+            raise _diagnose_record(raw, decode is not None) from exc
+        # The fast path checks nothing. Go on record by record with the careful decoder,
+        # which also reads DynamoDB Local's quirks; it says what is wrong if it fails too.
+        done = len(out)
+        try:
+            out.extend(_records(raw_records[done : done + 1], shard_id, _decode_lenient_map))
+        except MalformedRecordError as careful:
+            raise careful from exc
+        out.extend(_records(raw_records[done + 1 :], shard_id, decode))
+    return out
+
+
+def _decode_lenient_map(m: dict[str, Any]) -> dict[str, Any]:
+    decoded = _decode_checked({"M": m}, lenient=True)
+    assert isinstance(decoded, dict)
+    return decoded
+
+
+_REQUIRED: Final = (
+    ("eventID", str),
+    ("eventName", str),
+    ("eventVersion", str),
+    ("eventSource", str),
+    ("awsRegion", str),
+    ("dynamodb", dict),
+)
+_REQUIRED_DYNAMODB: Final = (
+    ("Keys", dict),
+    ("SequenceNumber", str),
+    ("SizeBytes", int),
+    ("StreamViewType", str),
+    ("ApproximateCreationDateTime", (int, float)),
+)
+
+
+def _missing_field(
+    part: dict[str, Any], fields: tuple[tuple[str, type | tuple[type, ...]], ...], label: str
+) -> str | None:
+    for name, kind in fields:
+        if name not in part:
+            return f"missing {label}{name}"
+        value = part[name]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            return f"{label}{name} has the wrong type"
+    return None
+
+
+def _diagnose_record(raw: Any, decode: bool) -> MalformedRecordError:
+    """The error for a stream record the fast path failed on, saying what is wrong."""
+    where = f"malformed stream record {raw!r:.200}"
+    if not isinstance(raw, dict):
+        return MalformedRecordError(f"{where}: not an object")
+    problem = _missing_field(raw, _REQUIRED, "") or _missing_field(
+        raw["dynamodb"], _REQUIRED_DYNAMODB, "dynamodb."
+    )
+    if problem:
+        return MalformedRecordError(f"{where}: {problem}")
+    ddb = raw["dynamodb"]
+    for name in ("NewImage", "OldImage"):
+        if ddb.get(name) is not None and not isinstance(ddb[name], dict):
+            return MalformedRecordError(f"{where}: dynamodb.{name} is not an object")
+    try:
+        _fromtimestamp(ddb["ApproximateCreationDateTime"], UTC)
+        if raw.get("userIdentity") is not None:
+            _user_identity(raw["userIdentity"])
+    except (OverflowError, OSError, ValueError, AttributeError) as exc:
+        return MalformedRecordError(f"{where}: {exc}")
+    if decode:
+        for name in ("Keys", "NewImage", "OldImage"):
+            if ddb.get(name) is not None:
+                try:
+                    _decode_checked({"M": ddb[name]}, lenient=True)
+                except ValueError as exc:
+                    return MalformedRecordError(f"{where}: in dynamodb.{name}: {exc}")
+    return MalformedRecordError(where)  # pragma: no cover - the fast path failed for another reason
+
+
+class DefaultParser:
+    """The default :class:`~ddbstreams.model._parser.Parser`: records with decoded Python values.
+
+    ``keys``, ``new_image`` and ``old_image`` are decoded per the module docstring; images
+    the stream view type does not carry are ``None``. Raises ``ValueError`` for a record or
+    attribute value that is malformed.
+    """
+
+    __slots__ = ()
+
+    def parse_records(self, raw_records: list[dict[str, Any]], shard_id: str) -> list[Record]:
+        return _records(raw_records, shard_id, _decode_map)
+
+
+class RawParser:
+    """A :class:`~ddbstreams.model._parser.Parser` that leaves attribute values as on the wire.
+
+    ``keys``, ``new_image`` and ``old_image`` are the DynamoDB JSON maps exactly as received
+    (B still base64 text, N still strings); every other field is filled as by
+    :class:`DefaultParser`.
+    """
+
+    __slots__ = ()
+
+    def parse_records(self, raw_records: list[dict[str, Any]], shard_id: str) -> list[Record]:
+        return _records(raw_records, shard_id, None)
+
+
+def parse_get_records_body(body: bytes, shard_id: str, parser: Parser[T]) -> RecordsPage[T]:
+    """Parse one GetRecords response body into a :class:`~ddbstreams.model._types.RecordsPage`.
+
+    ``Records`` may be missing or empty; a missing or null ``NextShardIterator`` means the
+    shard has ended (``next_shard_iterator`` is ``None``). ``last_sequence_number`` and
+    ``last_creation_time`` (epoch seconds) come from the last raw record, or are ``None`` for
+    an empty page. Raises :class:`~ddbstreams.MalformedRecordError` (a ``ValueError``) for a
+    body that is not a GetRecords response, and whatever ``parser`` raises.
+    """
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        doc = _loads_with_lone_surrogates(body, exc)
+    if type(doc) is not dict:
+        raise MalformedRecordError(f"GetRecords response body is not a JSON object: {body[:80]!r}")
+    raw_records = doc.get("Records")
+    if raw_records is None:
+        raw_records = []
+    elif type(raw_records) is not list:
+        raise MalformedRecordError("GetRecords response: Records is not an array")
+    iterator = doc.get("NextShardIterator")
+    if iterator is not None and type(iterator) is not str:
+        raise MalformedRecordError("GetRecords response: NextShardIterator is not a string")
+    last_sequence: str | None = None
+    last_time: float | None = None
+    if raw_records:
+        try:
+            last = raw_records[-1]["dynamodb"]
+            last_sequence = last["SequenceNumber"]
+            last_time = float(last["ApproximateCreationDateTime"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _diagnose_record(raw_records[-1], decode=False) from exc
+    try:
+        sequence_numbers = [raw["dynamodb"]["SequenceNumber"] for raw in raw_records]
+    except (KeyError, TypeError) as exc:
+        bad = next(r for r in raw_records if not _has_sequence_number(r))
+        raise _diagnose_record(bad, decode=False) from exc
+    return RecordsPage(
+        parser.parse_records(raw_records, shard_id),
+        iterator,
+        last_sequence,
+        last_time,
+        sequence_numbers,
+    )
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _loads_with_lone_surrogates(body: bytes, refused: orjson.JSONDecodeError) -> Any:
+    """Decode a body orjson refused, if a lone surrogate escape is why (see the module
+    docstring); MalformedRecordError for anything that is not JSON."""
+    if "surrogate" not in str(refused):
+        raise MalformedRecordError(f"GetRecords response body is not JSON: {refused}") from refused
+    try:
+        # Strict UTF-8 (json.loads of bytes would let surrogates encoded as bytes through);
+        # the escape "\ud83d" becomes a one-character str, as with boto3.
+        return json.loads(body.decode("utf-8"), parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, NaN
+        raise MalformedRecordError(f"GetRecords response body is not JSON: {exc}") from exc
+
+
+def _has_sequence_number(raw: Any) -> bool:
+    return (
+        isinstance(raw, dict)
+        and isinstance(raw.get("dynamodb"), dict)
+        and "SequenceNumber" in raw["dynamodb"]
+    )
+
+
+@overload
+def parse_lambda_event(event: Mapping[str, Any]) -> list[Record]: ...
+@overload
+def parse_lambda_event(event: Mapping[str, Any], parser: Parser[T]) -> list[T]: ...
+def parse_lambda_event(event: Mapping[str, Any], parser: Parser[Any] | None = None) -> list[Any]:
+    """Records of an AWS Lambda event delivered by a DynamoDB Streams event source mapping.
+
+    The event looks like ``{"Records": [{"eventID", "eventName", "eventVersion",
+    "eventSource": "aws:dynamodb", "awsRegion", "eventSourceARN", "dynamodb": {...},
+    "userIdentity"?}]}``. Records get ``event_source_arn`` from the event, and ``shard_id=""``
+    because Lambda does not say which shard a batch came from -- except in tumbling-window
+    invocations, whose event carries a top-level ``shardId`` that is then used. ``parser``
+    defaults to :class:`DefaultParser`; pass :class:`RawParser` to keep DynamoDB JSON, or
+    any :class:`~ddbstreams.model._parser.Parser` of your own.
+
+    Raises ``ValueError`` saying what is wrong when the event is not a DynamoDB Streams
+    event (no ``Records`` array, a record from another source such as SQS or Kinesis, a
+    record without its ``dynamodb`` part) or a record is malformed.
+    """
+    if not isinstance(event, Mapping):
+        raise ValueError(
+            f"not a DynamoDB Streams Lambda event: expected a mapping, got {type(event).__name__}"
+        )
+    raw_records = event.get("Records")
+    if not isinstance(raw_records, list):
+        raise ValueError(
+            "not a DynamoDB Streams Lambda event: no 'Records' array "
+            f"(keys: {sorted(map(str, event))[:10]})"
+        )
+    for index, raw in enumerate(raw_records):
+        if not isinstance(raw, dict):
+            raise ValueError(
+                f"not a DynamoDB Streams Lambda event: Records[{index}] is not an object"
+            )
+        source = raw.get("eventSource", raw.get("EventSource"))
+        if source != "aws:dynamodb":
+            hint = (
+                " (Kinesis Data Streams for DynamoDB is not supported)"
+                if source == "aws:kinesis"
+                else ""
+            )
+            raise ValueError(
+                f"not a DynamoDB Streams Lambda event: Records[{index}] has eventSource "
+                f"{source!r}, expected 'aws:dynamodb'{hint}"
+            )
+        if not isinstance(raw.get("dynamodb"), dict):
+            raise ValueError(
+                f"not a DynamoDB Streams Lambda event: Records[{index}] has no 'dynamodb' object"
+            )
+    shard_id = event.get("shardId")
+    return (parser or _DEFAULT).parse_records(
+        raw_records, shard_id if isinstance(shard_id, str) else ""
+    )
+
+
+_DEFAULT: Final[Parser[Record]] = DefaultParser()
+
+
+# --- plain JSON output -------------------------------------------------------------------
+
+# Exact numbers orjson cannot write (Decimals, ints beyond 64 bits) are written as this
+# marker plus an index, then spliced back in as number literals. The marker is random per
+# process, so a user string cannot collide with it by accident; the splice count is checked.
+# Strings holding lone surrogates (which orjson refuses) go the same way, spliced back in as
+# string literals with the surrogates escaped.
+_MARK: Final = "ddbstreams-number-" + secrets.token_hex(12) + "-"
+_MARK_RE: Final = re.compile(b'"' + re.escape(_MARK.encode()) + rb'(\d+)"')
+_INT64_MIN: Final = -(2**63)
+_UINT64_MAX: Final = 2**64 - 1
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
+def _plain(value: Any, numbers: list[bytes]) -> Any:
+    if value is None or value is True or value is False:
+        return value
+    kind = type(value)
+    if kind is str or kind is float:
+        return value
+    if kind is int:
+        if _INT64_MIN <= value <= _UINT64_MAX:
+            return value
+        numbers.append(str(value).encode())
+        return f"{_MARK}{len(numbers) - 1}"
+    if kind is dict:
+        return {k: _plain(v, numbers) for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return [_plain(v, numbers) for v in value]
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError(f"cannot write {value} as a JSON number")
+        numbers.append(str(value).encode())
+        return f"{_MARK}{len(numbers) - 1}"
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, set | frozenset):
+        try:
+            members = sorted(value)
+        except TypeError:  # mixed member types: still deterministic
+            members = sorted(value, key=repr)
+        return [_plain(v, numbers) for v in members]
+    if isinstance(value, int):  # bool handled above; int subclasses such as IntEnum
+        return _plain(int(value), numbers)
+    if isinstance(value, Mapping):
+        return {k: _plain(v, numbers) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v, numbers) for v in value]
+    return value  # datetime, date, UUID...: orjson's own encoding, or its TypeError
+
+
+def escape_lone_surrogates(text: str) -> str:
+    """``text`` with each lone surrogate written as a ``\\uXXXX`` escape (6 characters), so
+    that it can be encoded as UTF-8; other text is unchanged."""
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def _string_literal(text: str) -> bytes:
+    """The JSON string literal of ``text``, lone surrogates escaped as ``\\uXXXX``."""
+    parts = [b'"']
+    start = 0
+    for match in _SURROGATE.finditer(text):
+        parts.append(orjson.dumps(text[start : match.start()])[1:-1])
+        parts.append(b"\\u%04x" % ord(match.group()))
+        start = match.end()
+    parts.append(orjson.dumps(text[start:])[1:-1])
+    parts.append(b'"')
+    return b"".join(parts)
+
+
+def _mark_surrogates(value: Any, literals: list[bytes]) -> Any:
+    """``value`` (as :func:`_plain` returns it) with each string, dict key included, that
+    holds a lone surrogate replaced by a marker for its escaped literal."""
+    kind = type(value)
+    if kind is str:
+        if _SURROGATE.search(value) is None:
+            return value
+        literals.append(_string_literal(value))
+        return f"{_MARK}{len(literals) - 1}"
+    if kind is dict:
+        return {
+            _mark_surrogates(k, literals) if type(k) is str else k: _mark_surrogates(v, literals)
+            for k, v in value.items()
+        }
+    if kind is list:
+        return [_mark_surrogates(v, literals) for v in value]
+    return value
+
+
+def dumps_plain_json(obj: Any, option: int | None = None) -> bytes:
+    """Serialise decoded values as plain JSON, keeping every number exact.
+
+    ``int`` and ``Decimal`` become JSON number literals with all their digits (``Decimal``
+    as ``str(d)``, e.g. ``1.50`` or ``1E+2``; never rounded through float), ``bytes`` become
+    base64 strings, sets become sorted arrays (bytes sorted as bytes), tuples arrays;
+    datetimes and everything else orjson knows are written as orjson writes them. A lone
+    surrogate in a string (a value or a key) is written as a ``\\uXXXX`` escape, so the
+    output is always valid UTF-8 JSON and ``json.loads`` gives the same string back.
+    ``option`` is passed to ``orjson.dumps`` (e.g. ``orjson.OPT_INDENT_2``; with
+    ``OPT_SORT_KEYS``, keys holding lone surrogates are not sorted).
+
+    Raises ``ValueError`` for a non-finite Decimal and ``TypeError`` (orjson's
+    ``JSONEncodeError``) for a value JSON cannot hold.
+    """
+    numbers: list[bytes] = []
+    plain = _plain(obj, numbers)
+    try:
+        text = orjson.dumps(plain, option=option)
+    except orjson.JSONEncodeError as exc:
+        if "surrogates" not in str(exc):
+            raise
+        # Rare: a string holds a lone surrogate. Its escaped literal is spliced in as the
+        # numbers are (the literals go on in the same list, after the numbers).
+        text = orjson.dumps(_mark_surrogates(plain, numbers), option=option)
+    if not numbers:
+        return text
+    spliced, count = _MARK_RE.subn(lambda m: numbers[int(m.group(1))], text)
+    if count != len(numbers):  # pragma: no cover - only if a user string holds the marker
+        raise ValueError("cannot write exact numbers: a string collides with the number marker")
+    return spliced

@@ -1,0 +1,2 @@
+"""Integration tests: DynamoDB Local over HTTP through the client code users run
+(every test here is marked ``integration`` by conftest.py)."""

@@ -1,0 +1,1 @@
+"""Unit tests: pure code, fakes and files on disk; no engine, no simulator."""
