@@ -254,6 +254,34 @@ def _build_parser() -> _ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
+    _add_tail_command(commands)
+    describe = commands.add_parser(
+        "describe",
+        help="show a stream and its shard lineage",
+        description="Show a stream's fields and its shards as a lineage tree.",
+    )
+    describe.add_argument("stream", metavar="STREAM", help="stream ARN or source table name")
+    describe.add_argument("--json", action="store_true", help="print a JSON document instead")
+    _add_connection_options(describe)
+    describe.set_defaults(handler=_cmd_describe)
+
+    _add_checkpoints_command(commands)
+
+    demo = commands.add_parser(
+        "demo",
+        help="start DynamoDB Local, write changes and read them back",
+        description=(
+            "Start DynamoDB Local, create a table with a NEW_AND_OLD_IMAGES stream, write a "
+            "burst of inserts, updates and deletes using every attribute type, and read them "
+            "back with a single-pass StreamReader. Needs Java 17+ and the engine "
+            "(python -m ddbstreams.local install)."
+        ),
+    )
+    demo.set_defaults(handler=_cmd_demo)
+    return parser
+
+
+def _add_tail_command(commands: Any) -> None:
     tail = commands.add_parser(
         "tail",
         help="print the records of a stream",
@@ -276,6 +304,13 @@ def _build_parser() -> _ArgumentParser:
             "130 when a run without --follow is interrupted."
         ),
     )
+    _add_tail_options(tail)
+    _add_connection_options(tail)
+    tail.set_defaults(handler=_cmd_tail)
+
+
+def _add_tail_options(tail: argparse.ArgumentParser) -> None:
+    """Where tail starts, what it keeps, when it stops."""
     tail.add_argument("stream", metavar="STREAM", help="stream ARN or source table name")
     tail.add_argument(
         "--from",
@@ -320,6 +355,11 @@ def _build_parser() -> _ArgumentParser:
         type=_positive_int,
         help="stop after N records (also with --follow)",
     )
+    _add_output_options(tail)
+
+
+def _add_output_options(tail: argparse.ArgumentParser) -> None:
+    """How tail prints records and progress."""
     tail.add_argument(
         "--format",
         choices=("jsonl", "pretty"),
@@ -346,33 +386,6 @@ def _build_parser() -> _ArgumentParser:
             "warnings with their traceback"
         ),
     )
-    _add_connection_options(tail)
-    tail.set_defaults(handler=_cmd_tail)
-
-    describe = commands.add_parser(
-        "describe",
-        help="show a stream and its shard lineage",
-        description="Show a stream's fields and its shards as a lineage tree.",
-    )
-    describe.add_argument("stream", metavar="STREAM", help="stream ARN or source table name")
-    describe.add_argument("--json", action="store_true", help="print a JSON document instead")
-    _add_connection_options(describe)
-    describe.set_defaults(handler=_cmd_describe)
-
-    _add_checkpoints_command(commands)
-
-    demo = commands.add_parser(
-        "demo",
-        help="start DynamoDB Local, write changes and read them back",
-        description=(
-            "Start DynamoDB Local, create a table with a NEW_AND_OLD_IMAGES stream, write a "
-            "burst of inserts, updates and deletes using every attribute type, and read them "
-            "back with a single-pass StreamReader. Needs Java 17+ and the engine "
-            "(python -m ddbstreams.local install)."
-        ),
-    )
-    demo.set_defaults(handler=_cmd_demo)
-    return parser
 
 
 def _add_checkpoints_command(commands: Any) -> None:

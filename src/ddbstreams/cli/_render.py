@@ -31,7 +31,7 @@ many, each shard's position) and :func:`checkpoints_to_json` (the full stored do
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
@@ -196,20 +196,7 @@ def record_to_pretty(
         lines.append("       " + _paint(f"{mark} {attr_name}: {text}", colour, color))
 
     if name == "MODIFY" and new is not None and old is not None:
-        unchanged = 0
-        for attr_name in sorted(old.keys() | new.keys()):
-            if attr_name in key_names:
-                continue
-            if attr_name not in old:
-                attr("+", _GREEN, attr_name, _value_text(new[attr_name], width, glyphs))
-            elif attr_name not in new:
-                attr("-", _RED, attr_name, _value_text(old[attr_name], width, glyphs))
-            elif old[attr_name] != new[attr_name] or _type_changed(old[attr_name], new[attr_name]):
-                before = _value_text(old[attr_name], width // 2, glyphs)
-                after = _value_text(new[attr_name], width // 2, glyphs)
-                attr("~", _YELLOW, attr_name, f"{before} {glyphs.arrow} {after}")
-            else:
-                unchanged += 1
+        unchanged = _diff(old, new, key_names, attr, width, glyphs)
         if unchanged:
             lines.append("       " + _paint(f"({unchanged} unchanged)", _DIM, color))
     elif name == "REMOVE" or (new is None and old is not None):
@@ -229,6 +216,33 @@ def record_to_pretty(
         lines.append("       " + _paint("(keys only)", _DIM, color))
     # Values are escaped already; names and keys may still hold a lone surrogate.
     return escape_lone_surrogates("\n".join(lines) + "\n")
+
+
+def _diff(
+    old: Mapping[str, Any],
+    new: Mapping[str, Any],
+    key_names: Collection[str],
+    attr: Callable[[str, str, str, str], None],
+    width: int,
+    glyphs: Glyphs,
+) -> int:
+    """Report a MODIFY's changed, added and removed attributes through ``attr``; return
+    how many (other than keys) are unchanged."""
+    unchanged = 0
+    for attr_name in sorted(old.keys() | new.keys()):
+        if attr_name in key_names:
+            continue
+        if attr_name not in old:
+            attr("+", _GREEN, attr_name, _value_text(new[attr_name], width, glyphs))
+        elif attr_name not in new:
+            attr("-", _RED, attr_name, _value_text(old[attr_name], width, glyphs))
+        elif old[attr_name] != new[attr_name] or _type_changed(old[attr_name], new[attr_name]):
+            before = _value_text(old[attr_name], width // 2, glyphs)
+            after = _value_text(new[attr_name], width // 2, glyphs)
+            attr("~", _YELLOW, attr_name, f"{before} {glyphs.arrow} {after}")
+        else:
+            unchanged += 1
+    return unchanged
 
 
 def _type_changed(before: Any, after: Any) -> bool:
