@@ -15,7 +15,8 @@ Structure (one run of :meth:`Consumer.run` builds a :class:`_Pass`):
   record's lane is chosen by its item key, so one item's changes never run in two batches
   at once); a lane runs its batches one after another, each through the error policy
   (:class:`_BatchPolicy`: filters, record age, handler, retries, bisection, partial batch
-  responses, on-failure destination);
+  responses, on-failure destination); each handler call holds one of the consumer's
+  ``max_concurrent_handlers`` slots (:class:`_HandlerSlots`, first come, first served);
 * per shard, :class:`_ShardWork` keeps the batches in stream order and the position up to
   which every record is processed; a child shard's lanes wait until its parent is fully
   processed;
@@ -138,6 +139,15 @@ class ConsumerOptions:
       before abandoning them (not checkpointed: they are delivered again on restart). A
       blocking handler still running then goes on in a daemon thread until it returns;
       it does not keep the process alive.
+    - ``max_concurrent_handlers`` (default 64): handler calls running at once, over every
+      shard and lane of the consumer (Lambda's analogue: concurrency per shard x shards,
+      capped by the account's concurrency). Only the handler call holds a slot (not
+      waits, retry delays, filters or the on-failure destination); slots go to the
+      waiting batches first come, first served, so every shard gets its turn. A blocking
+      handler runs in a thread of its own per call: the bound also bounds those threads.
+      After :meth:`Consumer.stop`, a batch still waiting for a slot is not started (it is
+      delivered again on the next run). Why 64: few threads and downstream connections,
+      yet 64 calls of 100 records taking 50 ms each handle 128,000 records a second.
 
     Every duration is measured on the consumer's clock (``Consumer(clock=...)``).
     """
@@ -153,6 +163,7 @@ class ConsumerOptions:
     retry_delay: float = 0.5
     retry_max_delay: float = 30.0
     stop_timeout: float = 30.0
+    max_concurrent_handlers: int = 64
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch_size <= 10_000:
@@ -176,6 +187,8 @@ class ConsumerOptions:
             raise ConfigurationError("parallelization_factor must be between 1 and 10")
         if self.retry_delay < 0 or self.retry_max_delay < 0 or self.stop_timeout < 0:
             raise ConfigurationError("durations must not be negative")
+        if self.max_concurrent_handlers < 1:
+            raise ConfigurationError("max_concurrent_handlers must be at least 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -455,6 +468,48 @@ class _Lane:
         self.task: asyncio.Task[None] | None = None
 
 
+# -- handler slots ----------------------------------------------------------------------
+
+
+class _HandlerSlots:
+    """``max_concurrent_handlers`` slots for handler calls, handed out first come, first
+    served: a freed slot goes straight to the longest-waiting batch, never to one that
+    arrives later, so no shard is starved however many compete. Every operation is O(1)
+    (amortized: waiters that gave up are skipped when their turn comes)."""
+
+    __slots__ = ("_free", "_waiters")
+
+    def __init__(self, limit: int) -> None:
+        self._free = limit
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def take(self, stop: asyncio.Event) -> bool:
+        """Take a slot: at once if one is free, else in turn. False (no slot taken) if
+        ``stop`` is set before one comes: a batch not started yet is not started then."""
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return True
+        return await until_stopped(self._wait(), stop)
+
+    def release(self) -> None:
+        while self._waiters:
+            turn = self._waiters.popleft()
+            if not turn.done():
+                turn.set_result(None)  # the slot passes to the first waiter, still taken
+                return
+        self._free += 1
+
+    async def _wait(self) -> None:
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self.release()  # handed a slot just as the wait was given up: pass it on
+            raise
+
+
 # -- the error policy -----------------------------------------------------------------
 
 
@@ -475,6 +530,10 @@ class _Failure:
 
 _REPORTED = "reported batch item failure"
 """The error of records that a partial batch response reported failed."""
+
+_NOT_STARTED = _Failure(0, "not started: the consumer is stopping", "exception")
+"""What :meth:`_BatchPolicy._attempt` returns when the consumer stopped before a handler
+slot came: the batch was not started (it is delivered again on the next run)."""
 
 
 class _Progress:
@@ -518,6 +577,7 @@ class _BatchPolicy:
         "_handler_is_async",
         "_on_failure",
         "_options",
+        "_slots",
         "_stop",
         "_stream_arn",
     )
@@ -544,6 +604,7 @@ class _BatchPolicy:
         self._clock = clock
         self._events = events
         self._stop = stop
+        self._slots = _HandlerSlots(options.max_concurrent_handlers)
 
     async def process(
         self, shard_id: str, records: list[Record], progress: Callable[[str], None]
@@ -551,9 +612,9 @@ class _BatchPolicy:
         """Run ``records`` (stream order) through the policy.
 
         Returns True once every record is handled, filtered out or given up on; False if
-        the consumer is stopping while the batch still fails (it is abandoned, not
-        checkpointed). ``progress(sequence_number)`` is called whenever the records up to
-        that one are done while later ones are still pending.
+        the consumer is stopping while the batch still fails, or before a handler slot
+        came for it (it is abandoned, not checkpointed). ``progress(sequence_number)`` is
+        called whenever the records up to that one are done while later ones are pending.
         """
         done = _Progress(records, progress)
         matching = records
@@ -571,6 +632,8 @@ class _BatchPolicy:
             if not part:
                 continue
             failure = await self._attempt(shard_id, part)
+            if failure is _NOT_STARTED:
+                return False
             if failure is None:
                 continue
             retry = part[failure.failed_from :]
@@ -615,12 +678,18 @@ class _BatchPolicy:
         )
 
     async def _attempt(self, shard_id: str, part: list[Record]) -> _Failure | None:
-        """Call the handler once with ``part``; None if every record was handled."""
-        started = self._clock.monotonic()
+        """Call the handler once with ``part``, holding a handler slot for the call only;
+        None if every record was handled, :data:`_NOT_STARTED` if the consumer stopped
+        before a slot came."""
+        if not await self._slots.take(self._stop):
+            return _NOT_STARTED
         try:
+            started = self._clock.monotonic()
             result = await self._call_handler(part)
         except Exception as exc:
             return _Failure(0, f"{type(exc).__name__}: {exc}", "exception")
+        finally:
+            self._slots.release()
         failure = self._first_failure(part, result)
         handled = len(part) if failure is None else failure.failed_from
         if handled:
