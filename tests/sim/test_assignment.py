@@ -179,3 +179,67 @@ async def test_release_returns_the_exact_position_handed_out() -> None:
 def test_assigned_readers_follow() -> None:
     with pytest.raises(ddbstreams.ConfigurationError, match="follow"):
         StreamReader("arn:aws:dynamodb:us-east-1:1:table/t/stream/x", assigned=True)
+
+
+async def test_a_release_right_after_an_assignment_takes_it_back() -> None:
+    clock = SimulatedClock()
+    sim = StreamSimulator(clock=clock)
+    for n in range(5):
+        sim.put_item({"pk": f"k{n}"})
+    (shard_id,) = sim.open_shard_ids()
+    reader = StreamReader(
+        sim.stream_arn, follow=True, assigned=True, client=sim.client(), clock=clock
+    )
+    async with reader:
+        reader.assign(shard_id, ShardStart("TRIM_HORIZON"))
+        # Before the coordinator started the fetcher: nothing was handed out.
+        assert await reader.release(shard_id) == ShardStart("TRIM_HORIZON")
+        got: list[Record] = []
+
+        async def take() -> None:
+            async for record in reader:
+                got.append(record)
+
+        taking = asyncio.create_task(take())
+        await clock.sleep(5.0)
+        taking.cancel()
+        await asyncio.gather(taking, return_exceptions=True)
+        assert got == []
+        assert reader.checkpoint().pending == {}
+        assert reader.lag() == {}
+
+
+async def test_an_assignment_again_starts_from_its_own_position() -> None:
+    clock = SimulatedClock()
+    sim = StreamSimulator(clock=clock, seed=6)
+    changes = [sim.put_item({"pk": f"k{n}"}) for n in range(6)]
+    (shard_id,) = sim.open_shard_ids()
+    sim.roll_over(shard_id)
+    reader = StreamReader(
+        sim.stream_arn, follow=True, assigned=True, client=sim.client(), clock=clock
+    )
+    async with reader:
+        reader.assign(shard_id, ShardStart("TRIM_HORIZON"))
+        while (batch := await reader.next_shard_batch(100)) is not None and not batch.ends_shard:
+            pass
+        assert reader.position(shard_id) == SHARD_END
+        # The shard's fetcher has ended; the assigner wants it read again after the second.
+        again = ShardStart("AFTER_SEQUENCE_NUMBER", changes[1].sequence_number)
+        reader.assign(shard_id, again)
+        await clock.sleep(0.0)
+        assert reader.position(shard_id) == again
+        batch = await reader.next_shard_batch(2)
+        assert batch is not None
+        assert [r.sequence_number for r in batch.records] == [
+            c.sequence_number for c in changes[2:4]
+        ]
+        assert await reader.release(shard_id) == ShardStart(
+            "AFTER_SEQUENCE_NUMBER", changes[3].sequence_number
+        )
+
+
+async def test_a_lineage_reader_refuses_release() -> None:
+    sim = StreamSimulator()
+    async with StreamReader(sim.stream_arn, follow=True, client=sim.client()) as reader:
+        with pytest.raises(RuntimeError, match="assigned=True"):
+            await reader.release(sim.open_shard_ids()[0])

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import ddbstreams
-from ddbstreams.testing import StreamSimulator, serve_simulator
+from ddbstreams.testing import SimulatedClock, StreamSimulator, serve_simulator
 
 
 def churn(sim: StreamSimulator, *, items: int, rounds: int, seed: int) -> None:
@@ -318,4 +318,32 @@ async def test_shard_batches_carry_sequence_numbers_and_end_markers() -> None:
     assert batches[0].position_before == ddbstreams.ShardStart("TRIM_HORIZON")
     assert batches[1].position_before == ddbstreams.ShardStart(
         "AFTER_SEQUENCE_NUMBER", batches[0].sequence_numbers[-1]
+    )
+
+
+@pytest.mark.parametrize("seed", range(8))
+async def test_a_single_pass_reads_a_parent_listed_open_but_with_children_to_its_end(
+    seed: int,
+) -> None:
+    """A stale listing shows the closed parent without its end while its child is listed:
+    the parent is closed, so empty pages mid-shard must not end it early (and its child must
+    not start before it has ended)."""
+    clock = SimulatedClock()
+    sim = StreamSimulator(
+        clock=clock,
+        seed=seed,
+        stale_parent_duration=600.0,
+        empty_page_rate=0.6,
+        max_consecutive_empty_pages=5,
+        max_records_per_page=5,
+    )
+    for n in range(40):
+        sim.put_item({"pk": f"k{n % 4}", "n": n})
+    (parent,) = sim.open_shard_ids()
+    sim.roll_over()
+    async with ddbstreams.StreamReader(sim.stream_arn, client=sim.client(), clock=clock) as reader:
+        got = [record async for record in reader]
+    assert {r.sequence_number for r in got} == {c.sequence_number for c in sim.history}
+    assert [r.shard_id for r in got] == sorted(
+        (r.shard_id for r in got), key=lambda shard_id: shard_id != parent
     )

@@ -553,3 +553,48 @@ async def test_a_paused_shard_is_not_polled_while_the_others_go_on() -> None:
         await collector.wait_for(1)
         task.cancel()
     assert [r.sequence_number for r in collector.records] == [change.sequence_number]
+
+
+class _SlowDescribes:
+    """A client whose DescribeStream calls take 50 ms of virtual time, as over a network."""
+
+    @staticmethod
+    def wrap(client: ddbstreams.StreamsClient, clock: SimulatedClock) -> None:
+        for name in ("describe_stream", "child_shards", "describe_stream_page"):
+            call = getattr(client, name)
+
+            async def slow(*args: object, _call: object = call, **kwargs: object) -> object:
+                await clock.sleep(0.05)
+                return await _call(*args, **kwargs)  # type: ignore[operator]
+
+            setattr(client, name, slow)
+
+
+@pytest.mark.parametrize("partitions", [1, 8, 30])
+@pytest.mark.parametrize("disable_at", [1.0, 10.0, 59.9])
+async def test_a_follow_reader_ends_when_its_stream_is_disabled_while_children_are_sought(
+    partitions: int, disable_at: float
+) -> None:
+    """Child discovery waits for a shared listing; once the read is over nobody makes one,
+    so the waits must be cancelled rather than hang the reader (a regression test)."""
+    clock = SimulatedClock()
+    sim = StreamSimulator(clock=clock, partitions=partitions, seed=3)
+    for n in range(50):
+        sim.put_item({"pk": f"k{n}"})
+    client = sim.client()
+    _SlowDescribes.wrap(client, clock)
+    got = 0
+    async with ddbstreams.StreamReader(
+        sim.stream_arn, follow=True, client=client, clock=clock
+    ) as reader:
+
+        async def disable_later() -> None:
+            await clock.sleep(disable_at)
+            sim.disable_stream()
+
+        disabling = asyncio.create_task(disable_later())
+        async with asyncio.timeout(20):  # real seconds: a hang is a failure
+            async for _ in reader:
+                got += 1
+        await disabling
+    assert got == 50

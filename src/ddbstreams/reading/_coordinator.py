@@ -106,6 +106,9 @@ class StreamCoordinator(Generic[T]):
         self._listing_wanted = asyncio.Event()
         self._listing: asyncio.Future[StreamDescription] | None = None
         self._discovering: set[str] = set()
+        self._discovery_tasks: set[asyncio.Task[None]] = set()
+        # Assignments queued but not yet started, so that a release can take them back.
+        self._queued: dict[str, _Assigned] = {}
 
     @property
     def assigned_mode(self) -> bool:
@@ -114,19 +117,25 @@ class StreamCoordinator(Generic[T]):
     # -- called by the reader ---------------------------------------------------------------
 
     def assign(self, shard: Shard, start: ShardStart) -> None:
-        """Reader (assigned mode): start fetching ``shard`` at ``start``."""
-        self._messages.put_nowait(_Assigned(shard, start))
+        """Reader (assigned mode): start fetching ``shard`` at ``start`` (soon: the
+        coordinator's task starts the fetcher; a release before then takes it back)."""
+        message = _Assigned(shard, start)
+        self._queued[shard.shard_id] = message
+        self._messages.put_nowait(message)
 
-    async def release(self, shard_id: str) -> None:
+    async def release(self, shard_id: str) -> ShardStart | None:
         """Reader: stop fetching ``shard_id`` and wait until its fetcher has ended, so no
-        page of it is put into the buffer afterwards. Idempotent."""
+        page of it is put into the buffer afterwards. Idempotent. Returns the start of an
+        assignment taken back before its fetcher started (nothing of it was handed out)."""
+        queued = self._queued.pop(shard_id, None)
+        self._context.lag.remove(shard_id)
         entry = self._fetchers.pop(shard_id, None)
-        if entry is None:
-            return
-        _, task = entry
-        task.cancel()
-        # Shielded: the caller cancelled meanwhile still leaves no fetcher behind.
-        await asyncio.shield(asyncio.wait([task]))
+        if entry is not None:
+            _, task = entry
+            task.cancel()
+            # Shielded: the caller cancelled meanwhile still leaves no fetcher behind.
+            await asyncio.shield(asyncio.wait([task]))
+        return None if queued is None else queued.start
 
     # -- the coordinator's task ---------------------------------------------------------
 
@@ -144,8 +153,12 @@ class StreamCoordinator(Generic[T]):
                     )
                 while not self._done():
                     self._handle(await self._messages.get())
+                # The read is over: discovery still looking for children has nothing left
+                # to find (and would wait for a listing nobody makes any more).
                 if periodic is not None:
                     periodic.cancel()
+                for task in self._discovery_tasks:
+                    task.cancel()
         except BaseExceptionGroup as group_error:
             error = first_error(group_error)
         except DDBStreamsError as exc:
@@ -176,12 +189,15 @@ class StreamCoordinator(Generic[T]):
         # work, so no open shard waits for another one to close.
         for shard_id, start in tracker.ready():
             tracker.start(shard_id)
-            self._start_fetcher(tracker.graph.shards[shard_id], start)
+            # Listed open but with listed children: closed (a stale listing), so a single
+            # pass reads it to its end, not just until it seems caught up.
+            closed = tracker.graph.is_closed(shard_id)
+            self._start_fetcher(tracker.graph.shards[shard_id], start, open_shard=not closed)
 
-    def _start_fetcher(self, shard: Shard, start: ShardStart) -> None:
+    def _start_fetcher(self, shard: Shard, start: ShardStart, *, open_shard: bool = True) -> None:
         group = self._group
         assert group is not None
-        fetcher = ShardFetcher(self._context, shard, start)
+        fetcher = ShardFetcher(self._context, shard, start, open_shard=open_shard)
         self._context.state.started(shard.shard_id, start, fetcher.token)
         self._context.lag.set(shard.shard_id, None)
         self._calls.events.publish(ShardStarted(shard.shard_id, start))
@@ -202,7 +218,14 @@ class StreamCoordinator(Generic[T]):
         if isinstance(message, _FetcherDone):
             self._fetcher_done(message)
         elif isinstance(message, _Assigned):
-            if message.shard.shard_id not in self._fetchers:
+            shard_id = message.shard.shard_id
+            if self._queued.get(shard_id) is not message:
+                return  # released (or assigned again) before it started
+            del self._queued[shard_id]
+            if shard_id not in self._fetchers:
+                # A new assignment starts from its own position, whatever an earlier fetch
+                # of the shard handed out.
+                self._context.state.release(shard_id)
                 self._start_fetcher(message.shard, message.start)
         else:
             self._discovered(message)
@@ -224,9 +247,11 @@ class StreamCoordinator(Generic[T]):
         if message.ended and self._calls.follow and not self._disabled:
             group = self._group
             assert group is not None
-            group.create_task(
+            task = group.create_task(
                 self._discover_children(shard_id), name=f"ddbstreams-children {shard_id}"
             )
+            self._discovery_tasks.add(task)
+            task.add_done_callback(self._discovery_tasks.discard)
 
     def _discovered(self, message: _Discovered) -> None:
         tracker = self._tracker
@@ -253,18 +278,29 @@ class StreamCoordinator(Generic[T]):
         """Owns full listings: every ``describe_interval``, and at once when
         :meth:`_next_listing` asks; one listing answers every task waiting for it."""
         calls = self._calls
-        while True:
-            await until_stopped(
-                calls.clock.sleep(calls.options.describe_interval), self._listing_wanted
-            )
-            self._listing_wanted.clear()
-            waiting, self._listing = self._listing, None
-            description = await calls.retry_transient(calls.describe, None)
-            self._messages.put_nowait(
-                _Discovered(description.shards, complete=True, disabled=_is_disabled(description))
-            )
-            if waiting is not None:
-                waiting.set_result(description)
+        waiting: asyncio.Future[StreamDescription] | None = None
+        try:
+            while True:
+                await until_stopped(
+                    calls.clock.sleep(calls.options.describe_interval), self._listing_wanted
+                )
+                self._listing_wanted.clear()
+                waiting, self._listing = self._listing, None
+                description = await calls.retry_transient(calls.describe, None)
+                self._messages.put_nowait(
+                    _Discovered(
+                        description.shards, complete=True, disabled=_is_disabled(description)
+                    )
+                )
+                if waiting is not None:
+                    waiting.set_result(description)
+                    waiting = None
+        finally:
+            # Nobody makes listings any more: whoever waits for one must not wait forever.
+            for future in (waiting, self._listing):
+                if future is not None and not future.done():
+                    future.cancel()
+            self._listing = None
 
     async def _next_listing(self) -> StreamDescription:
         """The next full listing (made by :meth:`_describe_periodically`, shared)."""

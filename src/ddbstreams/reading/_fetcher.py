@@ -102,11 +102,16 @@ class FetchContext(Generic[T]):
 class ShardFetcher(Generic[T]):
     """Fetches one shard's pages into the buffer (see the module docstring)."""
 
-    __slots__ = ("_context", "_last_sequence_number", "_shard", "_start", "token")
+    __slots__ = ("_context", "_last_sequence_number", "_open", "_shard", "_start", "token")
 
-    def __init__(self, context: FetchContext[T], shard: Shard, start: ShardStart) -> None:
+    def __init__(
+        self, context: FetchContext[T], shard: Shard, start: ShardStart, *, open_shard: bool
+    ) -> None:
+        """``open_shard``: the shard may still get records (listed open, no listed
+        children); a single pass reads such a shard only until it has caught up."""
         self._context = context
         self._shard = shard
+        self._open = open_shard and shard.is_open
         self._start = start
         self._last_sequence_number: str | None = None
         self.token = object()
@@ -133,8 +138,7 @@ class ShardFetcher(Generic[T]):
     async def _read_pages(self) -> bool:
         context = self._context
         calls = context.calls
-        # Open in the listing and without children: a single pass reads it only up to "now".
-        open_shard = self._shard.is_open
+        open_shard = self._open
         iterator = await self._acquire()
         empty_pages = 0
         failures = 0  # consecutive transient failures of GetRecords

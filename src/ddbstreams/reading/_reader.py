@@ -362,10 +362,13 @@ class StreamReader(Generic[T]):
         Returns once the shard's fetcher has ended.
         """
         running = self._parts()
-        await running.coordinator.release(shard_id)
+        if not self._assigned:  # lineage decides there: a child would wait forever
+            raise RuntimeError("release() is for readers made with assigned=True")
+        queued_start = await running.coordinator.release(shard_id)
         running.delivery.drop_current(shard_id)
         running.pauses.resume(shard_id)
-        return running.state.release(shard_id)
+        position = running.state.release(shard_id)
+        return queued_start if position is None else position
 
     def pause(self, shard_id: str) -> None:
         """Stop fetching ``shard_id`` until :meth:`resume`; the other shards go on.

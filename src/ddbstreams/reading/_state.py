@@ -167,9 +167,12 @@ class ReadState:
                 entry.forget_when_consumed = True
 
     def drop(self, shard_ids: Iterable[str]) -> None:
-        """Coordinator: shards the service no longer lists (trimmed) leave the state."""
+        """Coordinator: shards the service no longer lists (trimmed) leave the state,
+        unless pages of them may still wait to be handed out."""
         for shard_id in shard_ids:
-            self._shards.pop(shard_id, None)
+            entry = self._shards.get(shard_id)
+            if entry is not None and entry.status not in (ShardStatus.FETCHING, ShardStatus.ENDED):
+                del self._shards[shard_id]
 
     # -- delivery ---------------------------------------------------------------------------
 
