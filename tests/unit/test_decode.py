@@ -330,9 +330,10 @@ def test_default_parser_fills_every_field() -> None:
 
 
 def test_fast_record_constructor_is_in_use_and_equivalent() -> None:
-    # The descriptor-based constructor must be active (a change of Record's fields would
-    # silently fall back to the slow path) and build exactly what Record() builds.
-    assert _decode._make_record.__name__ == "make"
+    # The fast constructor (a _RecordDraft turned into a Record) must be active (a change
+    # of Record's fields would silently fall back to the slow path) and build exactly what
+    # Record() builds.
+    assert _decode._make_record is _decode._make_record_fast
     args: tuple[Any, ...] = ("e", "INSERT", "1.1", "aws:dynamodb", "r", {"k": 1}, None, None)
     args += ("1", 1, "KEYS_ONLY", datetime(2024, 1, 1, tzinfo=UTC), "s")
     args += (UserIdentity("Service", "p"), "arn")

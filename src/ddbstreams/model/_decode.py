@@ -50,14 +50,14 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import gc
 import json
 import re
 import secrets
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
-from types import MemberDescriptorType
-from typing import Any, Final, TypeVar, overload
+from typing import Any, Final, TypeVar, cast, overload
 
 import orjson
 
@@ -86,6 +86,9 @@ _MAX_INT_DIGITS: Final = 126
 _NONZERO_DIGITS: Final = frozenset("123456789")
 
 _a2b: Final = binascii.a2b_base64
+_gc_isenabled: Final = gc.isenabled
+_gc_disable: Final = gc.disable
+_gc_enable: Final = gc.enable
 _fromtimestamp: Final = datetime.fromtimestamp
 
 
@@ -95,6 +98,10 @@ def _number(text: str) -> int | Decimal:
     # out the non-ASCII digits that int() would otherwise accept.
     if text.isdigit() and text.isascii() and len(text) <= _MAX_INT_DIGITS:
         return int(text)
+    # Then digits with one point and a nonzero last digit (how DynamoDB writes a number
+    # with a fraction): never integral. _map inlines both tests.
+    if text[-1] in _NONZERO_DIGITS and text.isascii() and text.replace(".", "", 1).isdigit():
+        return Decimal(text)
     return _number_slow(text)
 
 
@@ -143,57 +150,97 @@ def _bad_attribute(av: object) -> ValueError:
 _TAGS: Final = frozenset(("S", "N", "B", "SS", "NS", "BS", "M", "L", "NULL", "BOOL"))
 
 
-def _decode_other(tag: str, v: Any) -> Any:
-    # Everything but S and N, which the callers handle inline because they dominate.
-    if tag == "M":
-        return _decode_map(v)
-    # A string payload would be iterated (L) or split into characters (sets): refuse it.
-    if tag == "L" and type(v) is list:
-        return [_decode_value(x) for x in v]
-    if tag == "BOOL":
-        return v
-    if tag == "NULL":
-        return None
-    if tag == "B":
-        return _a2b(v, strict_mode=True)
-    if tag == "SS" and type(v) is list:
-        return set(v)
-    if tag == "NS" and type(v) is list:
-        return {_number(x) for x in v}
-    if tag == "BS" and type(v) is list:
-        return {_a2b(x, strict_mode=True) for x in v}
-    raise KeyError(tag)
+def _map(m: dict[str, Any], in_place: bool) -> dict[str, Any]:
+    """Decode an attribute map, unchecked: malformed input raises whatever Python raises.
 
-
-def _decode_value(av: dict[str, Any]) -> Any:
-    (tag,) = av
-    v = av[tag]
-    if tag == "S":
-        return v
-    if tag == "N":
-        if v.isdigit() and v.isascii() and len(v) <= _MAX_INT_DIGITS:
-            return int(v)
-        return _number_slow(v)
-    return _decode_other(tag, v)
-
-
-def _decode_map(m: dict[str, Any]) -> dict[str, Any]:
-    # The hottest loop of the library: one iteration per attribute of every image.
-    out = {}
+    The hottest loop of the library, one iteration per attribute of every image: the
+    common tags are tested in order of frequency and decoded inline. ``in_place`` stores
+    the decoded values into ``m`` itself (and into its nested maps) instead of a new dict:
+    only for a document this module parsed and owns, never for a caller's data.
+    """
+    out = m if in_place else {}
     for k, av in m.items():
         (tag,) = av
         v = av[tag]
         if tag == "S":
             out[k] = v
         elif tag == "N":
-            out[k] = (
-                int(v)
-                if v.isdigit() and v.isascii() and len(v) <= _MAX_INT_DIGITS
-                else _number_slow(v)
-            )
+            if v.isdigit() and v.isascii() and len(v) <= _MAX_INT_DIGITS:
+                out[k] = int(v)
+            elif v[-1] in _NONZERO_DIGITS and v.isascii() and v.replace(".", "", 1).isdigit():
+                out[k] = Decimal(v)
+            else:
+                out[k] = _number_slow(v)
+        elif tag == "M":
+            out[k] = _map(v, in_place)
+        elif tag == "BOOL":
+            out[k] = v
+        elif tag == "NULL":
+            out[k] = None
+        # A string payload would be iterated (L) or split into characters (sets): refuse it.
+        elif tag == "L" and type(v) is list:
+            out[k] = _list(v, in_place)
+        elif tag == "SS" and type(v) is list:
+            out[k] = set(v)
+        elif tag == "B":
+            out[k] = _a2b(v, strict_mode=True)
+        elif tag == "NS" and type(v) is list:
+            out[k] = set(map(_number, v))
+        elif tag == "BS" and type(v) is list:
+            out[k] = {_a2b(x, strict_mode=True) for x in v}
         else:
-            out[k] = _decode_other(tag, v)
+            raise KeyError(tag)
     return out
+
+
+def _other(tag: str, v: Any, in_place: bool) -> Any:
+    """The payload ``v`` of a value tagged anything but S, N, M, BOOL and NULL, unchecked
+    (as :func:`_map` decodes it inline)."""
+    if type(v) is list:
+        if tag == "L":
+            return _list(v, in_place)
+        if tag == "SS":
+            return set(v)
+        if tag == "NS":
+            return set(map(_number, v))
+        if tag == "BS":
+            return {_a2b(x, strict_mode=True) for x in v}
+    elif tag == "B":
+        return _a2b(v, strict_mode=True)
+    raise KeyError(tag)
+
+
+def _list(values: list[Any], in_place: bool) -> list[Any]:
+    """Decode the payload of an L, unchecked; maps (lists of objects) and S inline."""
+    out: list[Any] = []
+    append = out.append
+    for av in values:
+        (tag,) = av
+        v = av[tag]
+        if tag == "M":
+            append(_map(v, in_place))
+        elif tag == "S":
+            append(v)
+        else:
+            append(_value(av, in_place))
+    return out
+
+
+def _value(av: dict[str, Any], in_place: bool = False) -> Any:
+    """Decode one attribute value, unchecked (see :func:`_map`)."""
+    (tag,) = av
+    v = av[tag]
+    if tag == "S":
+        return v
+    if tag == "N":
+        return _number(v)
+    if tag == "M":
+        return _map(v, in_place)
+    if tag == "BOOL":
+        return v
+    if tag == "NULL":
+        return None
+    return _other(tag, v, in_place)
 
 
 # What the unchecked fast path raises on malformed input (binascii.Error is a ValueError).
@@ -207,7 +254,7 @@ def decode_value(av: dict[str, Any]) -> Any:
     is not a one-key object, a malformed number, or binary that is not base64.
     """
     try:
-        return _decode_value(av)
+        return _value(av)
     except _DECODE_ERRORS as exc:
         raise _diagnose(av) from exc
 
@@ -218,7 +265,7 @@ def decode_map(m: dict[str, Any]) -> dict[str, Any]:
     Raises ``ValueError`` as :func:`decode_value` does.
     """
     try:
-        return _decode_map(m)
+        return _map(m, False)
     except _DECODE_ERRORS as exc:
         if not isinstance(m, dict):
             raise ValueError(f"an attribute map must be an object, got {m!r:.120}") from exc
@@ -253,7 +300,7 @@ def _decode_checked(av: Any, lenient: bool = False) -> Any:
             raise ValueError(f"S must hold a string: {av!r:.120}")
         return v
     if tag == "N":
-        return _number(v) if type(v) is str else _number_slow(v)
+        return _number_slow(v)
     if tag == "B":
         return _binary(v)
     if tag == "BOOL":
@@ -307,111 +354,94 @@ _RECORD_FIELDS: Final = (
 )
 
 
+class _RecordDraft:
+    """A mutable twin of Record (the same slots): see :func:`_record_factory`."""
+
+    __slots__ = _RECORD_FIELDS
+
+
 def _record_factory() -> Callable[..., Record]:
-    """A constructor for Record taking its fields positionally, about twice as fast.
+    """A constructor for Record taking its fields positionally, about three times as fast.
 
     A frozen dataclass's ``__init__`` assigns each field through ``object.__setattr__``
-    (a global lookup, an attribute lookup and a generic call per field). Calling the slot
-    descriptors' ``__set__`` directly does the same stores without the lookups. If Record's
-    fields are no longer exactly the ones this was written for, falls back to calling
-    ``Record`` by keyword (correct, just slower; a test checks the fast path is in use).
+    (a global lookup, an attribute lookup and a generic call per field). Here the fields
+    are stored into a :class:`_RecordDraft` with plain attribute stores, and the object
+    then becomes a Record by ``__class__`` assignment, which Python allows between classes
+    with the same slots (and checks). If Record's fields are no longer exactly the ones
+    this was written for, falls back to calling ``Record`` by keyword (correct, just
+    slower; a test checks the fast path is in use).
     """
     names = tuple(f.name for f in dataclasses.fields(Record))
-    if names != _RECORD_FIELDS or not all(
-        isinstance(Record.__dict__.get(name), MemberDescriptorType) for name in names
-    ):  # pragma: no cover - guards against an unnoticed change of Record
+    if names == _RECORD_FIELDS:
+        try:
+            probe: Any = object.__new__(_RecordDraft)
+            probe.__class__ = Record
+        except TypeError:  # pragma: no cover - the layouts differ
+            pass
+        else:
+            return _make_record_fast
 
-        def slow(*args: Any) -> Record:
-            return Record(**dict(zip(_RECORD_FIELDS, args, strict=True)))
+    def slow(*args: Any) -> Record:  # pragma: no cover - guards against a change of Record
+        return Record(**dict(zip(_RECORD_FIELDS, args, strict=True)))
 
-        return slow
-    new = object.__new__
-    (s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14) = (
-        Record.__dict__[name].__set__ for name in names
-    )
-
-    def make(
-        a0: Any, a1: Any, a2: Any, a3: Any, a4: Any, a5: Any, a6: Any, a7: Any,
-        a8: Any, a9: Any, a10: Any, a11: Any, a12: Any, a13: Any, a14: Any,
-    ) -> Record:  # fmt: skip
-        r = new(Record)
-        s0(r, a0)
-        s1(r, a1)
-        s2(r, a2)
-        s3(r, a3)
-        s4(r, a4)
-        s5(r, a5)
-        s6(r, a6)
-        s7(r, a7)
-        s8(r, a8)
-        s9(r, a9)
-        s10(r, a10)
-        s11(r, a11)
-        s12(r, a12)
-        s13(r, a13)
-        s14(r, a14)
-        return r
-
-    return make
+    return slow
 
 
+def _make_record_fast(
+    a0: Any, a1: Any, a2: Any, a3: Any, a4: Any, a5: Any, a6: Any, a7: Any,
+    a8: Any, a9: Any, a10: Any, a11: Any, a12: Any, a13: Any, a14: Any,
+) -> Record:  # fmt: skip
+    r: Any = _new_object(_RecordDraft)
+    r.event_id = a0
+    r.event_name = a1
+    r.event_version = a2
+    r.event_source = a3
+    r.aws_region = a4
+    r.keys = a5
+    r.new_image = a6
+    r.old_image = a7
+    r.sequence_number = a8
+    r.size_bytes = a9
+    r.stream_view_type = a10
+    r.approximate_creation_time = a11
+    r.shard_id = a12
+    r.user_identity = a13
+    r.event_source_arn = a14
+    r.__class__ = Record
+    return r  # type: ignore[no-any-return]
+
+
+_new_object: Final = object.__new__
 _make_record: Final = _record_factory()
+
+_Decode = Callable[[dict[str, Any], bool], dict[str, Any]]
+# What a record's fast path may raise on malformed input (datetime: OverflowError, OSError).
+_RECORD_ERRORS: Final = (*_DECODE_ERRORS, OverflowError, OSError)
 
 
 def _records(
     raw_records: list[dict[str, Any]],
     shard_id: str,
-    decode: Callable[[dict[str, Any]], dict[str, Any]] | None,
+    decode: _Decode | None,
+    in_place: bool = False,
 ) -> list[Record]:
+    """Records of ``raw_records``, images decoded by ``decode`` (``None``: left raw).
+
+    In place (see :func:`_map`), a failure is raised as it is: the caller parses the body
+    again and decodes it the careful way. Otherwise the fast path goes on record by record
+    with the careful decoder from the first record it failed on.
+    """
     out: list[Record] = []
-    append = out.append
-    make = _make_record
-    # A page's records share a handful of creation times (second resolution): convert
-    # each distinct one once. datetimes are immutable, so sharing them is safe.
-    times: dict[Any, datetime] = {}
-    raw: Any = None
     try:
-        for raw in raw_records:
-            ddb = raw["dynamodb"]
-            keys = ddb["Keys"]
-            new = ddb.get("NewImage")
-            old = ddb.get("OldImage")
-            if decode is not None:
-                keys = decode(keys)
-                if new is not None:
-                    new = decode(new)
-                if old is not None:
-                    old = decode(old)
-            epoch = ddb["ApproximateCreationDateTime"]
-            created = times.get(epoch)
-            if created is None:
-                created = times[epoch] = _fromtimestamp(epoch, UTC)
-            identity = raw.get("userIdentity")
-            append(
-                make(
-                    raw["eventID"],
-                    raw["eventName"],
-                    raw["eventVersion"],
-                    raw["eventSource"],
-                    raw["awsRegion"],
-                    keys,
-                    new,
-                    old,
-                    ddb["SequenceNumber"],
-                    ddb["SizeBytes"],
-                    ddb["StreamViewType"],
-                    created,
-                    shard_id,
-                    None if identity is None else _user_identity(identity),
-                    raw.get("eventSourceARN"),
-                )
-            )
-    except (*_DECODE_ERRORS, OverflowError, OSError) as exc:
+        _fill(out, raw_records, shard_id, decode, in_place)
+    except _RECORD_ERRORS as exc:
+        if in_place:
+            raise
+        done = len(out)
         if decode is None or decode is _decode_lenient_map:
-            raise _diagnose_record(raw, decode is not None) from exc
+            raise _diagnose_record(raw_records[done], decode is not None) from exc
         # The fast path checks nothing. Go on record by record with the careful decoder,
         # which also reads DynamoDB Local's quirks; it says what is wrong if it fails too.
-        done = len(out)
         try:
             out.extend(_records(raw_records[done : done + 1], shard_id, _decode_lenient_map))
         except MalformedRecordError as careful:
@@ -420,7 +450,57 @@ def _records(
     return out
 
 
-def _decode_lenient_map(m: dict[str, Any]) -> dict[str, Any]:
+def _fill(
+    out: list[Record],
+    raw_records: list[dict[str, Any]],
+    shard_id: str,
+    decode: _Decode | None,
+    in_place: bool,
+) -> None:
+    """Append the Record of each raw record to ``out``, unchecked (the caller handles errors)."""
+    append = out.append
+    make = _make_record
+    # A page's records share a handful of creation times (second resolution): convert
+    # each distinct one once. datetimes are immutable, so sharing them is safe.
+    times: dict[Any, datetime] = {}
+    for raw in raw_records:
+        ddb = raw["dynamodb"]
+        keys = ddb["Keys"]
+        new = ddb.get("NewImage")
+        old = ddb.get("OldImage")
+        if decode is not None:
+            keys = decode(keys, in_place)
+            if new is not None:
+                new = decode(new, in_place)
+            if old is not None:
+                old = decode(old, in_place)
+        epoch = ddb["ApproximateCreationDateTime"]
+        created = times.get(epoch)
+        if created is None:
+            created = times[epoch] = _fromtimestamp(epoch, UTC)
+        identity = raw.get("userIdentity")
+        append(
+            make(
+                raw["eventID"],
+                raw["eventName"],
+                raw["eventVersion"],
+                raw["eventSource"],
+                raw["awsRegion"],
+                keys,
+                new,
+                old,
+                ddb["SequenceNumber"],
+                ddb["SizeBytes"],
+                ddb["StreamViewType"],
+                created,
+                shard_id,
+                None if identity is None else _user_identity(identity),
+                raw.get("eventSourceARN"),
+            )
+        )
+
+
+def _decode_lenient_map(m: dict[str, Any], in_place: bool = False) -> dict[str, Any]:
     decoded = _decode_checked({"M": m}, lenient=True)
     assert isinstance(decoded, dict)
     return decoded
@@ -496,7 +576,10 @@ class DefaultParser:
     __slots__ = ()
 
     def parse_records(self, raw_records: list[dict[str, Any]], shard_id: str) -> list[Record]:
-        return _records(raw_records, shard_id, _decode_map)
+        return _records(raw_records, shard_id, _map)
+
+
+_DEFAULT_PARSER_TYPE: Final[type] = DefaultParser
 
 
 class RawParser:
@@ -521,7 +604,28 @@ def parse_get_records_body(body: bytes, shard_id: str, parser: Parser[T]) -> Rec
     ``last_creation_time`` (epoch seconds) come from the last raw record, or are ``None`` for
     an empty page. Raises :class:`~ddbstreams.MalformedRecordError` (a ``ValueError``) for a
     body that is not a GetRecords response, and whatever ``parser`` raises.
+
+    The cyclic garbage collector is paused while the page is parsed, if it is enabled, and
+    enabled again afterwards (also on an error). A page is some 100,000 new containers
+    that all either survive the parse or are freed by reference counting, so every
+    collection it would trigger is wasted, and a costly one: each traverses the page built
+    so far again, which made the collector take more CPU than the parsing on large pages.
+    (The switch is process-wide: a thread that disables the collector while a page is
+    parsed finds it enabled again afterwards.) With :class:`DefaultParser` the images are
+    decoded in place into the document that orjson built (see :func:`_map`), which this
+    function owns.
     """
+    in_place = type(parser) is _DEFAULT_PARSER_TYPE  # not a subclass: it may override
+    if not _gc_isenabled():
+        return _parse_body(body, shard_id, parser, in_place)
+    _gc_disable()
+    try:
+        return _parse_body(body, shard_id, parser, in_place)
+    finally:
+        _gc_enable()
+
+
+def _parse_body(body: bytes, shard_id: str, parser: Parser[T], in_place: bool) -> RecordsPage[T]:
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -550,13 +654,16 @@ def parse_get_records_body(body: bytes, shard_id: str, parser: Parser[T]) -> Rec
     except (KeyError, TypeError) as exc:
         bad = next(r for r in raw_records if not _has_sequence_number(r))
         raise _diagnose_record(bad, decode=False) from exc
-    return RecordsPage(
-        parser.parse_records(raw_records, shard_id),
-        iterator,
-        last_sequence,
-        last_time,
-        sequence_numbers,
-    )
+    if in_place:
+        try:
+            records = cast(list[T], _records(raw_records, shard_id, _map, in_place=True))
+        except _RECORD_ERRORS:
+            # Malformed, or DynamoDB Local's empty maps: the document is now half decoded.
+            # Parse the body again and decode it the careful way.
+            return _parse_body(body, shard_id, parser, in_place=False)
+    else:
+        records = parser.parse_records(raw_records, shard_id)
+    return RecordsPage(records, iterator, last_sequence, last_time, sequence_numbers)
 
 
 def _refuse_constant(name: str) -> Any:
