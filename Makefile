@@ -38,8 +38,11 @@ demo: $(STAMP) engine
 
 bench: $(STAMP) engine
 	$(PY) bench/decode.py
+	$(PY) bench/pass.py
 	$(PY) bench/latency.py
 	$(PY) bench/memory.py
+	$(PY) bench/shards.py
+	$(PY) bench/budget.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
