@@ -42,8 +42,6 @@ import io
 import multiprocessing
 import pstats
 import random
-import resource
-import statistics
 import sys
 import threading
 import time
@@ -51,6 +49,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
+
+from _common import cpu_seconds, pct, report
 
 from ddbstreams import (
     LATEST,
@@ -143,11 +143,6 @@ def arrivals(workload: Workload, busy: set[int]) -> list[tuple[float, int]]:
             t += rng.expovariate(rate)
     events.sort()
     return events
-
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def snapshot(sim: Any) -> tuple[dict[str, int], Counter[str]]:
@@ -447,12 +442,6 @@ async def run_one(
     )
 
 
-def pct(values: list[float], q: int) -> float:
-    if len(values) < 2:
-        return values[0] if values else float("nan")
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
-
-
 def print_table(workload: Workload, kcl: Result, ours: list[Result], budget: float) -> None:
     quiet = workload.shards - workload.busy
     print(
@@ -557,12 +546,6 @@ async def run(args: argparse.Namespace) -> int:
         print("\ncProfile of the ddbstreams reader process over the measured window(s):")
         print(text.getvalue())
     return 0
-
-
-def report(problems: list[str]) -> int:
-    for problem in problems:
-        print(f"ERROR: {problem}", file=sys.stderr)
-    return 1
 
 
 def main() -> int:

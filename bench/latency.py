@@ -38,6 +38,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from _common import pct, report
+
 from ddbstreams import (
     TRIM_HORIZON,
     DefaultParser,
@@ -205,16 +207,6 @@ def idle_rate(calls: Calls, start: float, end: float) -> tuple[int, float]:
     if len(inside) < 2:
         return len(inside), len(inside) / (end - start)
     return len(inside), (len(inside) - 1) / (inside[-1] - inside[0])
-
-
-def report(problems: list[str]) -> int:
-    for problem in problems:
-        print(f"ERROR: {problem}", file=sys.stderr)
-    return 1
-
-
-def pct(values: list[float], q: int) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
 async def run(args: argparse.Namespace) -> int:

@@ -31,15 +31,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
 import os
 import resource
 import sys
 import threading
 import time
-import traceback
-from collections.abc import Callable
 from typing import Any, TypeVar
+
+from _common import in_child
 
 from ddbstreams import Parser, ReaderOptions, RecordsPage, StreamReader, StreamsClient
 from ddbstreams.testing import SimulatedClock, StreamSimulator
@@ -183,35 +182,6 @@ def scenario(
     done.set()
     sampler.join()
     result.update(start_rss=start_rss, peak_rss=peak_rss_mb(), samples=samples)
-    return result
-
-
-def in_child(function: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
-    """Run ``function(*args)`` in a forked process and return its (JSON) result."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never return into the caller's code
-        os.close(read_end)
-        status = 0
-        try:
-            outcome = function(*args)
-        except BaseException:
-            outcome = {"error": traceback.format_exc()}
-            status = 1
-        with os.fdopen(write_end, "wb") as pipe:
-            pipe.write(json.dumps(outcome).encode())
-        os._exit(status)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        data = pipe.read()
-    _, status = os.waitpid(pid, 0)
-    if not data:
-        raise RuntimeError(f"scenario process ended without a result (wait status {status})")
-    result: dict[str, Any] = json.loads(data)
-    if "error" in result:
-        raise RuntimeError(f"scenario failed:\n{result['error']}")
     return result
 
 

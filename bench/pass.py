@@ -31,7 +31,6 @@ import argparse
 import asyncio
 import gc
 import random
-import resource
 import statistics
 import string
 import sys
@@ -43,6 +42,7 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 import orjson
+from _common import cpu_seconds
 from decode import normalise, typed  # bench/decode.py, beside this script
 
 from ddbstreams import (
@@ -243,11 +243,6 @@ def check(name: str, sequence_numbers: list[str], expected: int) -> list[str]:
     if [int(s) for s in sequence_numbers] != sorted(int(s) for s in sequence_numbers):
         problems.append(f"{name}: records out of order")
     return problems
-
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 Pass = Callable[[], Awaitable[tuple[list[str], int]]]

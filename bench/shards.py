@@ -40,10 +40,11 @@ import gc
 import json
 import os
 import sys
-import traceback
 import tracemalloc
 from collections.abc import Callable
 from typing import Any
+
+from _common import in_child
 
 from ddbstreams import LATEST, StreamReader
 from ddbstreams.testing import SimulatedClock, StreamSimulator
@@ -144,35 +145,6 @@ def traced_scenario(shards: int, polls: int) -> dict[str, Any]:
 
     result = asyncio.run(follow_idle(clock, sim, polls, at_steady))
     tracemalloc.stop()
-    return result
-
-
-def in_child(function: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
-    """Run ``function(*args)`` in a forked process and return its (JSON) result."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never return into the caller's code
-        os.close(read_end)
-        status = 0
-        try:
-            outcome = function(*args)
-        except BaseException:
-            outcome = {"error": traceback.format_exc()}
-            status = 1
-        with os.fdopen(write_end, "wb") as pipe:
-            pipe.write(json.dumps(outcome).encode())
-        os._exit(status)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        data = pipe.read()
-    _, status = os.waitpid(pid, 0)
-    if not data:
-        raise RuntimeError(f"scenario process ended without a result (wait status {status})")
-    result: dict[str, Any] = json.loads(data)
-    if "error" in result:
-        raise RuntimeError(f"scenario failed:\n{result['error']}")
     return result
 
 
