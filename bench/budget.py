@@ -50,7 +50,14 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-from _common import cpu_seconds, pct, report
+from _common import (
+    KCL_EMPTY_READ_FACTOR,
+    KCL_IDLE_BETWEEN_READS,
+    cpu_seconds,
+    follow_on_kcl_schedule,
+    pct,
+    report,
+)
 
 from ddbstreams import (
     LATEST,
@@ -64,11 +71,9 @@ from ddbstreams import (
     SystemClock,
 )
 
-# The DynamoDB Streams Kinesis Adapter's defaults (see bench/latency.py for the sources):
+# The DynamoDB Streams Kinesis Adapter's defaults (see bench/_common.py for the sources):
 # idleTimeBetweenReadsInMillis = 1000, twice that after a GetRecords with no records, each
 # counted from when the previous call returned.
-KCL_IDLE_BETWEEN_READS = 1.0
-KCL_EMPTY_READ_FACTOR = 2.0
 
 BUSY_RATE = 10.0  # writes per second on a busy shard
 QUIET_RATE = 1.0 / 60.0  # writes per second on a quiet shard
@@ -268,22 +273,12 @@ async def follow_kcl_model(
                 stream_arn, shard_id, ShardStart("LATEST")
             )
         await asyncio.sleep(phase)
-        last_return: float | None = None
-        last_count = 0
-        while iterator is not None:
-            if last_return is not None:
-                factor = 1.0 if last_count > 0 else KCL_EMPTY_READ_FACTOR
-                wait = KCL_IDLE_BETWEEN_READS * factor - (time.monotonic() - last_return)
-                if wait > 0:
-                    await asyncio.sleep(wait)
-            page: RecordsPage[Record] = await client.get_records(
-                iterator, shard_id=shard_id, parser=parser
-            )
-            last_return = time.monotonic()
-            last_count = len(page.records)
+
+        def deliver(page: RecordsPage[Record]) -> None:
             now = time.time()
             out.extend((r.keys["pk"], r.sequence_number, now) for r in page.records)
-            iterator = page.next_shard_iterator
+
+        await follow_on_kcl_schedule(client, shard_id, iterator, parser, deliver)
 
     async with asyncio.TaskGroup() as group:
         for shard_id in shard_ids:

@@ -6,8 +6,8 @@ by side in one run while a writer thread puts items at random moments:
 - ddbstreams: ``StreamReader(..., follow=True)`` with default options (after a page with
   records it polls again at once; after an empty page it waits 0.1 s, doubling per further
   empty page up to 0.4 s);
-- KCL model: a poller written here that follows the schedule of the DynamoDB Streams Kinesis
-  Adapter's defaults (see ``KCL_IDLE_BETWEEN_READS`` below for the sources): the next
+- KCL model: a poller (``bench/_common.py``, with the sources) that follows the schedule of
+  the DynamoDB Streams Kinesis Adapter's defaults: the next
   GetRecords starts 1 s after the previous one returned, 2 s if it returned no records. It
   uses the same StreamsClient over the same endpoint, so only the schedule differs. It is
   generous to KCL: no JVM, no prefetch queue, no lease or checkpoint work.
@@ -38,7 +38,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from _common import pct, report
+from _common import (
+    KCL_EMPTY_READ_FACTOR,
+    KCL_IDLE_BETWEEN_READS,
+    follow_on_kcl_schedule,
+    pct,
+    report,
+)
 
 from ddbstreams import (
     TRIM_HORIZON,
@@ -54,21 +60,6 @@ from ddbstreams.local import DYNAMODB_LOCAL_VERSION, DynamoDBLocal, SourceTable
 
 T = TypeVar("T")
 
-# KCL's documented defaults for DynamoDB Streams, as the DynamoDB Streams Kinesis Adapter
-# (awslabs/dynamodb-streams-kinesis-adapter, the AWS-recommended way to run KCL on DynamoDB
-# Streams) sets them for KCL 3.x:
-# - DynamoDBStreamsPollingConfig: ``idleTimeBetweenReadsInMillis = 1000L`` (KCL's own
-#   Kinesis default differs; the adapter overrides it for DynamoDB Streams).
-# - DynamoDBStreamsSleepTimeController.getSleepTimeMillis: ``sleepTime =
-#   lastRecordsCount > 0 ? idleMillisBetweenCalls : 2 * idleMillisBetweenCalls``, minus the
-#   time since the last successful call (0 if already past). KCL's PrefetchRecordsPublisher
-#   sets that time right after GetRecords returns and skips the wait before the very first
-#   call. So the wait doubles once after an empty read and does not grow further (the
-#   "cap" is 2 s); catch-up mode (DynamoDBStreamsClientSideCatchUpConfig) is off by default.
-# The AWS Kinesis guide ("Improve low-latency processing") states the same 1 s polling
-# default for KCL in general.
-KCL_IDLE_BETWEEN_READS = 1.0
-KCL_EMPTY_READ_FACTOR = 2.0
 
 SETTLE = 2.5  # seconds for both pollers to reach their steady idle schedule
 DELIVERY_TIMEOUT = 30.0  # seconds after the last write before a missing record is an error
@@ -130,22 +121,12 @@ async def follow_kcl_model(stream_arn: str, client: StreamsClient, out: list[Del
     iterator: str | None = await client.get_shard_iterator(
         stream_arn, shard_id, ShardStart("TRIM_HORIZON")
     )
-    last_return: float | None = None
-    last_count = 0
-    while iterator is not None:
-        if last_return is not None:
-            factor = 1.0 if last_count > 0 else KCL_EMPTY_READ_FACTOR
-            wait = KCL_IDLE_BETWEEN_READS * factor - (time.monotonic() - last_return)
-            if wait > 0:
-                await asyncio.sleep(wait)
-        page: RecordsPage[Record] = await client.get_records(
-            iterator, shard_id=shard_id, parser=parser
-        )
-        last_return = time.monotonic()
-        last_count = len(page.records)
+
+    def deliver(page: RecordsPage[Record]) -> None:
         now = time.time()
         out.extend(Delivery(r.keys["pk"], r.sequence_number, now) for r in page.records)
-        iterator = page.next_shard_iterator
+
+    await follow_on_kcl_schedule(client, shard_id, iterator, parser, deliver)
 
 
 @dataclass
