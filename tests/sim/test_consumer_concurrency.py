@@ -17,6 +17,7 @@ import pytest
 import ddbstreams
 from ddbstreams import Consumer, MemoryCheckpointStore, Record
 from ddbstreams.testing import SimulatedClock, StreamSimulator
+from tests.support.consumers import virtual_consumer
 from tests.support.shards import key_per_shard
 
 
@@ -49,12 +50,10 @@ async def test_blocking_handlers_are_bounded_too() -> None:
             running -= 1
             handled.extend(records)
 
-    consumer = Consumer(
-        sim.stream_arn,
+    consumer = virtual_consumer(
+        sim,
+        clock,
         handler,
-        client=sim.client(),
-        clock=clock,
-        store=MemoryCheckpointStore(),
         batch_size=1,
         max_concurrent_handlers=3,
     )
@@ -87,12 +86,10 @@ async def test_a_failing_shards_retry_delay_holds_no_slot() -> None:
             raise ValueError("failing")
         handled_at.append(clock.monotonic())
 
-    consumer = Consumer(
-        sim.stream_arn,
+    consumer = virtual_consumer(
+        sim,
+        clock,
         handler,
-        client=sim.client(),
-        clock=clock,
-        store=MemoryCheckpointStore(),
         max_concurrent_handlers=1,
         retry_delay=100.0,
         retry_max_delay=100.0,

@@ -18,8 +18,9 @@ import textwrap
 import pytest
 
 import ddbstreams
-from ddbstreams import Consumer, FailedBatch, MemoryCheckpointStore, Record
+from ddbstreams import FailedBatch, Record
 from ddbstreams.testing import SimulatedClock, StreamSimulator
+from tests.support.consumers import virtual_consumer
 from tests.support.shards import keys_per_shard
 
 SHARDS = 40
@@ -54,12 +55,10 @@ async def test_a_poison_record_holds_back_only_its_own_shard_and_its_children(
             raise ValueError("poison")
         handled.extend(records)
 
-    consumer = Consumer(
-        sim.stream_arn,
+    consumer = virtual_consumer(
+        sim,
+        clock,
         handler,
-        client=sim.client(),
-        clock=clock,
-        store=MemoryCheckpointStore(),
         batch_size=5,
         parallelization_factor=parallelization_factor,
     )
@@ -104,12 +103,10 @@ async def test_a_stuck_shard_holds_a_bounded_number_of_records() -> None:
             taken_from_stuck.append(len(records))
             raise ValueError("stuck")
 
-    consumer = Consumer(
-        sim.stream_arn,
+    consumer = virtual_consumer(
+        sim,
+        clock,
         handler,
-        client=sim.client(),
-        clock=clock,
-        store=MemoryCheckpointStore(),
         batch_size=10,
         reader_options=ddbstreams.ReaderOptions(page_limit=100),
     )
@@ -189,12 +186,10 @@ async def test_bisect_gives_each_record_its_own_backoff() -> None:
         if len(failed_at) == 100:
             everything_failed.set()
 
-    consumer = Consumer(
-        sim.stream_arn,
+    consumer = virtual_consumer(
+        sim,
+        clock,
         handler,
-        client=sim.client(),
-        clock=clock,
-        store=MemoryCheckpointStore(),
         on_failure=on_failure,
         batch_size=100,
         bisect_batch_on_error=True,
@@ -223,12 +218,10 @@ async def test_run_runs_again_after_it_returned() -> None:
         handled.extend(records)
         arrived.set()
 
-    consumer = Consumer(
-        sim.stream_arn,
+    consumer = virtual_consumer(
+        sim,
+        clock,
         handler,
-        client=sim.client(),
-        clock=clock,
-        store=MemoryCheckpointStore(),
     )
 
     async def run_until(count: int) -> None:

@@ -22,8 +22,9 @@ import orjson
 import pytest
 
 import ddbstreams
-from ddbstreams import Consumer, MemoryCheckpointStore, Record
+from ddbstreams import Record
 from ddbstreams.testing import SimulatedClock, SimulatorServer, StreamSimulator
+from tests.support.consumers import virtual_consumer
 from tests.support.shards import assert_complete_in_item_order, key_per_shard, write_on_every_shard
 
 SHARDS = 240
@@ -88,12 +89,10 @@ async def test_consumer_handles_hundreds_of_open_shards_for_hours(
     async def handler(records: list[Record]) -> None:
         handled.extend(records)
 
-    consumer = Consumer(
-        sim.stream_arn,
+    consumer = virtual_consumer(
+        sim,
+        clock,
         handler,
-        client=sim.client(),
-        clock=clock,
-        store=MemoryCheckpointStore(),
         reader_options=SLOW_IDLE,
         parallelization_factor=parallelization_factor,
     )

@@ -28,8 +28,9 @@ from types import FrameType
 from typing import Any
 
 import ddbstreams
-from ddbstreams import LATEST, Consumer, MemoryCheckpointStore, Record
+from ddbstreams import LATEST, Record
 from ddbstreams.testing import SimulatedClock, StreamSimulator
+from tests.support.consumers import virtual_consumer
 from tests.support.shards import assert_complete_in_item_order, key_per_shard
 
 LIBRARY = str(Path(ddbstreams.__file__).resolve().parent)
@@ -156,12 +157,10 @@ async def test_a_consumer_bounds_its_handler_calls_over_a_thousand_shards_fairly
         await clock.sleep(HANDLER_SECONDS)
         running -= 1
 
-    consumer = Consumer(
-        sim.stream_arn,
+    consumer = virtual_consumer(
+        sim,
+        clock,
         handler,
-        client=sim.client(),
-        clock=clock,
-        store=MemoryCheckpointStore(),
         starting_position=LATEST,
         max_concurrent_handlers=HANDLERS,
         reader_options=ddbstreams.ReaderOptions(describe_interval=600.0),
