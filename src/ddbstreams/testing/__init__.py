@@ -7,7 +7,12 @@
 * pytest fixtures (registered automatically when ddbstreams is installed): ``ddb_local``,
   ``source_table`` and ``make_source_table`` run DynamoDB Local (see ``ddbstreams.local``);
   ``stream_simulator``, ``make_stream_simulator``, ``simulator_server`` and
-  ``simulated_clock`` give simulators and virtual time.
+  ``simulated_clock`` give simulators and virtual time; ``simulator_server_with_tables``
+  serves a simulator whose other DynamoDB requests (state tables) go to DynamoDB Local.
+
+Either server takes ``tables_endpoint=`` (any DynamoDB endpoint URL) to forward the DynamoDB
+requests the simulator does not answer itself, so one ``endpoint_url`` serves both a
+simulated stream and real state tables.
 
 Names are imported on first use: the pytest plugin lives in this package and is loaded by
 every pytest run, which should not pay for the HTTP server's imports.

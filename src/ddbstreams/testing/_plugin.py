@@ -27,6 +27,14 @@ Fixtures for the stream simulator (no engine needed):
   (virtual time) for the simulator and the reader.
 - ``simulator_server`` (function): ``stream_simulator`` served over loopback HTTP
   (``.endpoint_url``) in a background thread, stopped when the test ends.
+
+Both at once (starts DynamoDB Local, like ``ddb_local``):
+
+- ``simulator_server_with_tables`` (function): like ``simulator_server``, but DynamoDB requests
+  the simulator does not answer (CreateTable, PutItem, ... ; DescribeTable of other tables)
+  go to ``ddb_local`` (``.tables_endpoint``): one ``endpoint_url`` for a process that reads
+  the stream and keeps state tables (leases, workers, checkpoints). The engine is shared by
+  the session: give tables unique names; they are not deleted after the test.
 """
 
 from __future__ import annotations
@@ -49,6 +57,7 @@ __all__ = [
     "make_stream_simulator",
     "simulated_clock",
     "simulator_server",
+    "simulator_server_with_tables",
     "source_table",
     "stream_simulator",
 ]
@@ -138,4 +147,16 @@ def simulator_server(stream_simulator: StreamSimulator) -> Iterator[SimulatorSer
     from ddbstreams.testing._server import SimulatorServer
 
     with SimulatorServer(stream_simulator) as server:
+        yield server
+
+
+@pytest.fixture
+def simulator_server_with_tables(
+    stream_simulator: StreamSimulator, ddb_local: DynamoDBLocal
+) -> Iterator[SimulatorServer]:
+    """``stream_simulator`` served over loopback HTTP with the state tables in ``ddb_local``:
+    DynamoDB requests the simulator does not answer go to the engine. Stopped afterwards."""
+    from ddbstreams.testing._server import SimulatorServer
+
+    with SimulatorServer(stream_simulator, tables_endpoint=ddb_local.endpoint_url) as server:
         yield server

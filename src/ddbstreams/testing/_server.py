@@ -17,6 +17,18 @@ is shorter sees a timeout, and one whose is longer sees the reset. Clients see r
 connection errors (botocore ``ConnectionClosedError``/``EndpointConnectionError``,
 ``ReadTimeoutError``).
 
+With ``tables_endpoint`` (e.g. DynamoDB Local's URL) the server also fronts the state
+tables: every ``DynamoDB_20120810.*`` request it does not answer itself (anything but
+``DescribeTable`` of the simulated source table, by name or ARN) is forwarded verbatim --
+method, path, body and headers -- to that endpoint, and its answer (status, body, headers
+such as ``x-amz-crc32``) comes back unchanged. A process with one ``endpoint_url`` for
+DynamoDB Streams and DynamoDB (a worker: stream reads plus lease and worker tables) then
+reads the simulator and keeps its state in a real engine. Injected failures apply only to
+the operations the simulator answers; forwarded requests never see them. If the tables
+endpoint cannot be reached, the client's connection is reset (as it would be talking to it
+directly). Without ``tables_endpoint`` other DynamoDB operations are
+``UnknownOperationException``.
+
 Two ways to run it:
 
 * ``async with serve_simulator(sim) as endpoint_url:`` serves on the running event loop;
@@ -35,10 +47,12 @@ import struct
 import threading
 import uuid
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
 from typing import Any, Final, Self
+from urllib.parse import urlsplit
 
+import aiohttp
 import orjson
 from aiohttp import web
 
@@ -57,6 +71,24 @@ _STREAMS_OPERATIONS: Final = frozenset(
     {"DescribeStream", "GetShardIterator", "GetRecords", "ListStreams"}
 )
 _DYNAMODB_OPERATIONS: Final = frozenset({"DescribeTable"})
+#: Headers that describe one hop, not the request or the response: never forwarded.
+_HOP_BY_HOP: Final = frozenset(
+    {
+        "connection",
+        "content-length",
+        "host",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+#: Headers aiohttp's client would add on its own: forwarded only when the caller sent them.
+_NO_AUTO_HEADERS: Final = ("Accept", "Accept-Encoding", "Content-Type", "User-Agent")
 
 
 def _response(body: bytes, status: int = 200) -> web.Response:
@@ -100,47 +132,146 @@ async def _drop_connection(
     raise web.HTTPServiceUnavailable()
 
 
-def _make_app(
-    simulator: StreamSimulator, timeout_delay: float, closing: asyncio.Event
-) -> web.Application:
-    transport = SimulatorTransport(simulator)
+def _end_to_end(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``headers`` without the hop-by-hop ones (repeated headers kept, in order)."""
+    return [(name, value) for name, value in headers if name.lower() not in _HOP_BY_HOP]
 
-    async def handle(request: web.Request) -> web.Response:
+
+def _check_tables_endpoint(url: str | None) -> None:
+    if url is not None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"tables_endpoint must be an http(s) URL, not {url!r}")
+
+
+class _TablesForwarder:
+    """Forwards DynamoDB requests verbatim to the tables endpoint, over one client session.
+
+    Bodies pass through as bytes (no decompression, no re-encoding), headers minus the
+    hop-by-hop ones; aiohttp adds none of its own, cookies are not kept and redirects are
+    not followed, so the engine sees the request the client sent and the client gets the
+    engine's answer.
+    """
+
+    def __init__(self, endpoint_url: str, closing: asyncio.Event) -> None:
+        self.endpoint_url = endpoint_url.rstrip("/")
+        self._closing = closing
+        self._session = aiohttp.ClientSession(
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=_NO_AUTO_HEADERS,
+        )
+
+    async def forward(self, request: web.Request, body: bytes) -> web.Response:
+        """Send ``request`` (whose body, already read, is ``body``) on; return the answer."""
+        url = self.endpoint_url + str(request.rel_url)
+        try:
+            async with self._session.request(
+                request.method,
+                url,
+                data=body,
+                headers=_end_to_end(request.headers.items()),
+                allow_redirects=False,
+            ) as answer:
+                answer_body = await answer.read()
+                return web.Response(
+                    body=answer_body,
+                    status=answer.status,
+                    reason=answer.reason,
+                    headers=_end_to_end(answer.headers.items()),
+                )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            _log.warning("cannot forward %s to %s: %r", request.method, url, exc)
+            return await _drop_connection(request, 0.0, self._closing)
+
+    async def close(self) -> None:
+        """Close the client session (its pooled connections to the tables endpoint)."""
+        await self._session.close()
+
+
+class _Handler:
+    """Answers one request: from the simulator, by forwarding it, or with an error."""
+
+    def __init__(
+        self,
+        simulator: StreamSimulator,
+        timeout_delay: float,
+        closing: asyncio.Event,
+        tables: _TablesForwarder | None,
+    ) -> None:
+        self._simulator = simulator
+        self._transport = SimulatorTransport(simulator)
+        self._timeout_delay = timeout_delay
+        self._closing = closing
+        self._tables = tables
+
+    async def handle(self, request: web.Request) -> web.Response:
+        """Route ``request`` by its ``X-Amz-Target``."""
         target = request.headers.get("X-Amz-Target", "")
         prefix, _, operation = target.rpartition(".")
+        service = prefix + "."
+        tables = self._tables if service == _DYNAMODB_TARGET else None
         allowed = {
             _STREAMS_TARGET: _STREAMS_OPERATIONS,
             _DYNAMODB_TARGET: _DYNAMODB_OPERATIONS,
-        }.get(prefix + ".", frozenset())
-        if operation not in allowed:
+        }.get(service, frozenset())
+        if operation not in allowed and tables is None:
             return _error_response(
                 "UnknownOperationException", f"unknown operation {target!r}", 400
             )
         raw = await request.read()
+        if tables is not None and not self._is_source_table(operation, raw):
+            return await tables.forward(request, raw)
         try:
             params: Any = orjson.loads(raw) if raw else {}
         except orjson.JSONDecodeError:
             return _error_response("SerializationException", "request body is not JSON", 400)
         if not isinstance(params, dict):
             return _error_response("SerializationException", "request body must be an object", 400)
+        return await self._answer(request, operation, params)
+
+    def _is_source_table(self, operation: str, raw: bytes) -> bool:
+        """Whether a DynamoDB request is DescribeTable of the simulated source table."""
+        if operation != "DescribeTable":
+            return False
+        try:
+            params = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return False
+        sim = self._simulator
+        return isinstance(params, dict) and params.get("TableName") in (
+            sim.table_name,
+            sim.table_arn,
+        )
+
+    async def _answer(
+        self, request: web.Request, operation: str, params: dict[str, Any]
+    ) -> web.Response:
+        """The simulator's answer to a streams operation or DescribeTable."""
         try:
             if operation == "GetRecords":
-                body = transport.get_records_sync(params)
+                body = self._transport.get_records_sync(params)
             else:
-                body = orjson.dumps(transport.call_sync(operation, params))
+                body = orjson.dumps(self._transport.call_sync(operation, params))
         except TransportError as exc:
             if exc.status is None and exc.code in ("ConnectionError", "Timeout"):
-                return await _drop_connection(
-                    request, timeout_delay if exc.code == "Timeout" else 0.0, closing
-                )
+                delay = self._timeout_delay if exc.code == "Timeout" else 0.0
+                return await _drop_connection(request, delay, self._closing)
             return _error_response(exc.code, exc.message, exc.status)
         except Exception as exc:  # a simulator bug: answer like the service would, log it
             _log.exception("simulator failed on %s", operation)
             return _error_response("InternalServerError", f"simulator error: {exc!r}", 500)
         return _response(body)
 
+
+def _make_app(
+    simulator: StreamSimulator,
+    timeout_delay: float,
+    closing: asyncio.Event,
+    tables: _TablesForwarder | None,
+) -> web.Application:
     app = web.Application(client_max_size=16 * 1024 * 1024)
-    app.router.add_post("/", handle)
+    app.router.add_post("/", _Handler(simulator, timeout_delay, closing, tables).handle)
     return app
 
 
@@ -151,30 +282,42 @@ async def serve_simulator(
     host: str = "127.0.0.1",
     port: int = 0,
     timeout_delay: float = DEFAULT_TIMEOUT_DELAY,
+    tables_endpoint: str | None = None,
 ) -> AsyncIterator[str]:
     """Serve ``simulator`` on the running event loop; yield its endpoint URL.
 
     ``port=0`` picks a free port. ``timeout_delay`` is how long (real seconds) an injected
-    ``Timeout`` holds the request before the connection is dropped. The server stops when
-    the block exits (requests still held are abandoned). Sync HTTP clients (boto3) must not
-    call it from the same thread, as they would block the loop that serves them: use
-    :class:`SimulatorServer` or ``asyncio.to_thread`` for those.
+    ``Timeout`` holds the request before the connection is dropped. ``tables_endpoint``
+    (an ``http(s)://`` URL, e.g. DynamoDB Local's) receives every DynamoDB request the
+    simulator does not answer itself (see the module docs); its client session is closed
+    when the server stops. The server stops when the block exits (requests still held are
+    abandoned). Sync HTTP clients (boto3) must not call it from the same thread, as they
+    would block the loop that serves them: use :class:`SimulatorServer` or
+    ``asyncio.to_thread`` for those.
     """
     if not timeout_delay >= 0:
         raise ValueError("timeout_delay must not be negative")
+    _check_tables_endpoint(tables_endpoint)
     closing = asyncio.Event()
-    runner = web.AppRunner(
-        _make_app(simulator, timeout_delay, closing), access_log=None, shutdown_timeout=1.0
-    )
-    await runner.setup()
+    tables = None if tables_endpoint is None else _TablesForwarder(tables_endpoint, closing)
     try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        bound_port = runner.addresses[0][1]
-        yield f"http://{host}:{bound_port}"
+        runner = web.AppRunner(
+            _make_app(simulator, timeout_delay, closing, tables),
+            access_log=None,
+            shutdown_timeout=1.0,
+        )
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, host, port)
+            await site.start()
+            bound_port = runner.addresses[0][1]
+            yield f"http://{host}:{bound_port}"
+        finally:
+            closing.set()  # stalled requests give up now rather than hold the shutdown
+            await runner.cleanup()
     finally:
-        closing.set()  # stalled requests give up now rather than hold the shutdown
-        await runner.cleanup()
+        if tables is not None:
+            await tables.close()
 
 
 class SimulatorServer:
@@ -182,8 +325,8 @@ class SimulatorServer:
 
     ``start()`` returns once the server accepts connections; ``stop()`` shuts it down and
     joins the thread (idempotent). Also a context manager. Writes to the simulator from
-    the test's thread are safe while the server runs. ``timeout_delay`` as for
-    :func:`serve_simulator`.
+    the test's thread are safe while the server runs. ``timeout_delay`` and
+    ``tables_endpoint`` as for :func:`serve_simulator`.
     """
 
     def __init__(
@@ -193,10 +336,14 @@ class SimulatorServer:
         host: str = "127.0.0.1",
         port: int = 0,
         timeout_delay: float = DEFAULT_TIMEOUT_DELAY,
+        tables_endpoint: str | None = None,
     ) -> None:
         if not timeout_delay >= 0:
             raise ValueError("timeout_delay must not be negative")
+        _check_tables_endpoint(tables_endpoint)
         self.simulator = simulator
+        #: Where DynamoDB requests the simulator does not answer go (None: nowhere).
+        self.tables_endpoint = tables_endpoint
         self._host = host
         self._port = port
         self._timeout_delay = timeout_delay
@@ -262,7 +409,11 @@ class SimulatorServer:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         async with serve_simulator(
-            self.simulator, host=self._host, port=self._port, timeout_delay=self._timeout_delay
+            self.simulator,
+            host=self._host,
+            port=self._port,
+            timeout_delay=self._timeout_delay,
+            tables_endpoint=self.tables_endpoint,
         ) as url:
             self._endpoint_url = url
             self._ready.set()
