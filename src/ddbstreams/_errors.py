@@ -23,6 +23,8 @@ __all__ = [
     "ExpiredIteratorError",
     "InvalidPositionError",
     "InvalidStreamArnError",
+    "LeaseLostError",
+    "LeaseTableError",
     "LocalEngineError",
     "MalformedRecordError",
     "ServiceError",
@@ -78,6 +80,21 @@ class CheckpointConflictError(CheckpointError):
 class ConditionFailedError(DDBStreamsError):
     """A conditional write to a state table was refused: its condition did not hold
     (ConditionalCheckFailedException). Checkpoint stores turn it into a CheckpointError."""
+
+
+class LeaseLostError(DDBStreamsError):
+    """A conditional write to a lease found it owned by another worker, or its counter moved
+    on since this worker last wrote it: the lease is no longer this worker's (fencing).
+
+    Stop processing the shard; whatever was not checkpointed will be read again by the
+    lease's new owner.
+    """
+
+
+class LeaseTableError(DDBStreamsError):
+    """A lease table (or its workers table) is unusable: another key schema than a lease
+    table's, or an item that cannot be read as a lease (the message names the table, the
+    item's key and the attribute)."""
 
 
 class StreamNotFoundError(DDBStreamsError):

@@ -712,9 +712,6 @@ _ATTRIBUTE_DEFINITIONS: Final = (
     {"AttributeName": "name", "AttributeType": "S"},
     {"AttributeName": "stream_arn", "AttributeType": "S"},
 )
-_READY_STATUSES: Final = frozenset({"ACTIVE", "UPDATING"})
-_TABLE_POLL_INTERVAL: Final = 1.0
-_TABLE_WAIT_LIMIT: Final = 300.0
 _MAX_UNCONFIRMED: Final = 8
 
 
@@ -816,34 +813,22 @@ class DynamoDBCheckpointStore(_ClosesOnExit):
         if self._ready:
             return
         try:
-            table = await self._tables.describe_table(self.table_name)
-        except TableNotFoundError as exc:
-            if not self._create_table:
-                raise TableNotFoundError(
-                    f"checkpoint table {self.table_name!r} does not exist; create it or pass "
-                    f"create_table=True ({exc})"
-                ) from exc
-            await self._tables.create_table(
+            table = await self._tables.ensure_table(
                 self.table_name,
                 attribute_definitions=_ATTRIBUTE_DEFINITIONS,
                 key_schema=_KEY_SCHEMA,
+                create=self._create_table,
+                clock=self._clock,
+                unusable=CheckpointError,
+                kind="checkpoint table",
             )
-            table = await self._tables.describe_table(self.table_name)
-        waited = 0.0
-        while table.get("TableStatus") not in _READY_STATUSES:
-            status = table.get("TableStatus")
-            if status != "CREATING":
-                raise CheckpointError(
-                    f"checkpoint table {self.table_name!r} is {status}, not ACTIVE"
-                )
-            if waited >= _TABLE_WAIT_LIMIT:
-                raise CheckpointError(
-                    f"checkpoint table {self.table_name!r} was still CREATING after "
-                    f"{_TABLE_WAIT_LIMIT:g}s"
-                )
-            await self._clock.sleep(_TABLE_POLL_INTERVAL)
-            waited += _TABLE_POLL_INTERVAL
-            table = await self._tables.describe_table(self.table_name)
+        except TableNotFoundError as exc:
+            if self._create_table:
+                raise
+            raise TableNotFoundError(
+                f"checkpoint table {self.table_name!r} does not exist; create it or pass "
+                f"create_table=True ({exc})"
+            ) from exc
         self._check_key_schema(table)
         self._ready = True
 

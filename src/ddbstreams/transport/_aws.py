@@ -64,7 +64,7 @@ _NO_REGION: Final = (
 
 # DescribeTable resolves source tables; the rest serve state tables (checkpoints, leases).
 _DYNAMODB_OPERATIONS: Final = frozenset(
-    {"DescribeTable", "CreateTable", "GetItem", "PutItem", "DeleteItem"}
+    {"DescribeTable", "CreateTable", "GetItem", "PutItem", "DeleteItem", "UpdateItem", "Scan"}
 )
 _STREAMS_OPERATIONS: Final = frozenset(
     {"DescribeStream", "GetShardIterator", "GetRecords", "ListStreams"}

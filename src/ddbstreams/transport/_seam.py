@@ -10,7 +10,8 @@ datetimes (botocore); the client accepts both.
 
 Operations: ``DescribeStream``, ``GetShardIterator``, ``ListStreams`` (DynamoDB Streams),
 ``DescribeTable`` (DynamoDB, for resolving a source table name to its latest stream) and, for
-state tables (checkpoints), ``CreateTable``, ``GetItem``, ``PutItem`` and ``DeleteItem``.
+state tables (checkpoints, leases), ``CreateTable``, ``GetItem``, ``PutItem``,
+``DeleteItem``, ``UpdateItem`` and ``Scan``.
 GetRecords is separate because its body is never given to a generic parser: the transport
 returns the raw response bytes and the client decodes them directly into records.
 """
