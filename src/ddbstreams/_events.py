@@ -29,7 +29,15 @@ __all__ = [
     "ConsumerStarted",
     "Event",
     "EventHub",
+    "ForeignWorkers",
+    "GroupChanged",
+    "GroupError",
+    "GroupEvent",
     "IteratorRefreshed",
+    "LeaseLost",
+    "LeaseReleased",
+    "LeaseTaken",
+    "LeasesCreated",
     "ReaderError",
     "ReaderEvent",
     "RecordsGivenUp",
@@ -39,8 +47,10 @@ __all__ = [
     "ShardStarted",
     "ShardsDiscovered",
     "StreamDisabled",
+    "StreamReplaced",
     "Subscription",
     "Throttled",
+    "WorkerJoined",
     "log_event",
 ]
 
@@ -203,15 +213,130 @@ class RecordsGivenUp:
 
 @dataclass(frozen=True, slots=True)
 class CheckpointSaved:
-    """A consumer stored its checkpoint of ``stream_arn`` under ``name``."""
+    """A consumer stored its checkpoint of ``stream_arn`` under ``name``; in a group, the
+    checkpoint ``position`` (a sequence number, or ``SHARD_END``) of one shard,
+    ``shard_id``, in its lease."""
 
     stream_arn: str
     name: str
+    shard_id: str | None = None
+    position: str | None = None
 
 
 ConsumerEvent = ConsumerStarted | BatchHandled | BatchFailed | RecordsGivenUp | CheckpointSaved
 
-Event = ReaderEvent | ConsumerEvent
+
+# -- worker group events --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerJoined:
+    """This worker (``worker_id``) joined the group ``group`` (the lease table's name)."""
+
+    group: str
+    worker_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class GroupChanged:
+    """The live workers of ``group``, as this worker sees them, changed to ``workers``."""
+
+    group: str
+    workers: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseTaken:
+    """This worker took the lease of ``shard_id``: free, released by ``previous_owner``, or
+    ``expired`` (its owner stopped renewing it within the failover time)."""
+
+    group: str
+    shard_id: str
+    worker_id: str
+    previous_owner: str | None
+    expired: bool
+
+
+LeaseReleaseReason = Literal["balance", "stopping", "shard_end"]
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseReleased:
+    """This worker finished its in-flight batches of ``shard_id``, checkpointed them and
+    released the lease (``reason``: to balance the group, because it is stopping, or because
+    the shard ended and its children's leases exist)."""
+
+    group: str
+    shard_id: str
+    worker_id: str
+    reason: LeaseReleaseReason
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseLost:
+    """This worker no longer holds the lease of ``shard_id`` and starts no further batch of
+    it (``reason`` says why: taken by another worker, or not renewed within the failover
+    time). A batch in flight may still finish; its checkpoint is refused."""
+
+    group: str
+    shard_id: str
+    worker_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class LeasesCreated:
+    """Leases created in ``group``'s table for ``shard_ids`` (by discovery, or children of a
+    shard that ended, created by the worker that finished it)."""
+
+    group: str
+    shard_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ForeignWorkers:
+    """Leases of ``group`` are being renewed by ``owners``, workers outside the group (such
+    as a Java KCL application on the same table): not supported; their leases are left
+    alone."""
+
+    group: str
+    owners: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamReplaced:
+    """The source table's stream was replaced (disabled and enabled again): the group read
+    ``old_stream_arn`` to its end and goes on with ``new_stream_arn`` from its start."""
+
+    group: str
+    old_stream_arn: str
+    new_stream_arn: str
+
+
+@dataclass(frozen=True, slots=True)
+class GroupError:
+    """A coordination call of this worker failed (``operation``, ``error``) after its
+    retries; the worker tries again on its next round and keeps its leases meanwhile, as
+    long as its heartbeat is renewed within the failover time."""
+
+    group: str
+    operation: str
+    error: str
+
+
+GroupEvent = (
+    WorkerJoined
+    | GroupChanged
+    | LeaseTaken
+    | LeaseReleased
+    | LeaseLost
+    | LeasesCreated
+    | ForeignWorkers
+    | StreamReplaced
+    | GroupError
+)
+
+Event = ReaderEvent | ConsumerEvent | GroupEvent
 """Everything that travels on an :class:`EventHub`."""
 
 
@@ -328,5 +453,20 @@ def log_event(event: Event) -> None:
             log.warning("%s: retrying the batch", error)
         case RecordsGivenUp(shard_id, count, condition):
             log.warning("giving up on %d records of %s (%s)", count, shard_id, condition)
+        case LeaseLost(group, shard_id, worker_id, reason):
+            log.warning("%s lost the lease of %s in %s: %s", worker_id, shard_id, group, reason)
+        case ForeignWorkers(group, owners):
+            log.warning(
+                "leases of %s are renewed by workers outside the group (%s): running other "
+                "workers (a Java KCL application?) on the same lease table is not supported",
+                group,
+                ", ".join(owners),
+            )
+        case GroupError(group, operation, error):
+            log.warning("%s in %s failed: %s", operation, group, error)
+        case StreamReplaced(group, old, new):
+            log.warning("%s: stream %s was replaced by %s", group, old, new)
+        case LeaseTaken() | LeaseReleased() | GroupChanged() | WorkerJoined() | LeasesCreated():
+            log.info("%r", event)
         case _:
             log.debug("%r", event)

@@ -44,7 +44,14 @@ from ddbstreams._events import (
     CheckpointSaved,
     ConsumerStarted,
     Event,
+    ForeignWorkers,
+    GroupChanged,
+    GroupError,
     IteratorRefreshed,
+    LeaseLost,
+    LeaseReleased,
+    LeasesCreated,
+    LeaseTaken,
     ReaderError,
     RecordsGivenUp,
     RecordsTrimmed,
@@ -53,8 +60,11 @@ from ddbstreams._events import (
     ShardsDiscovered,
     ShardStarted,
     StreamDisabled,
+    StreamReplaced,
     Throttled,
+    WorkerJoined,
 )
+from ddbstreams.coordination import Lease, WorkerRecord
 from ddbstreams.lineage._graph import ShardGraph, shard_order_key
 from ddbstreams.model._decode import dumps_plain_json, escape_lone_surrogates
 from ddbstreams.model._position import (
@@ -81,6 +91,9 @@ __all__ = [
     "event_to_text",
     "format_epoch",
     "format_time",
+    "lease_state",
+    "leases_to_json",
+    "leases_to_text",
     "record_to_jsonl",
     "record_to_pretty",
 ]
@@ -430,7 +443,7 @@ def event_to_text(event: Event) -> str:
     shardId-... (attempt 2), retrying in 0.40 s``, ``batch handled: 3 records of shardId-...
     in 0.012 s``. Durations are seconds.
     """
-    consumer_text = _consumer_event_text(event)
+    consumer_text = _consumer_event_text(event) or _group_event_text(event)
     if consumer_text is not None:
         return consumer_text
     match event:
@@ -490,8 +503,38 @@ def _consumer_event_text(event: Event) -> str | None:
             )
         case RecordsGivenUp(shard_id, count, condition):
             return f"records given up: {_records(count)} of {shard_id} ({condition})"
-        case CheckpointSaved(stream_arn, name):
+        case CheckpointSaved(stream_arn, name, None):
             return f"checkpoint saved: {name!r}, stream {stream_arn}"
+        case CheckpointSaved(_, name, shard_id, position):
+            return f"checkpoint saved: {name!r}, {shard_id} at {position}"
+    return None
+
+
+def _group_event_text(event: Event) -> str | None:
+    """:func:`event_to_text` of a worker group's event; None for another event."""
+    match event:
+        case WorkerJoined(group, worker_id):
+            return f"joined group {group!r} as worker {worker_id}"
+        case GroupChanged(group, workers):
+            return f"group {group!r}: {len(workers)} live workers: {', '.join(workers)}"
+        case LeaseTaken(_, shard_id, _, previous, expired):
+            if previous is None:
+                return f"lease taken: {shard_id} (free)"
+            how = "expired" if expired else "released"
+            return f"lease taken: {shard_id} ({how}, was {previous}'s)"
+        case LeaseReleased(_, shard_id, _, reason):
+            why = {"balance": "to balance the group", "shard_end": "shard ended"}
+            return f"lease released: {shard_id} ({why.get(reason, reason)})"
+        case LeaseLost(_, shard_id, _, reason):
+            return f"lease lost: {shard_id}: {' '.join(reason.split())}"
+        case LeasesCreated(_, shard_ids):
+            return f"leases created: {', '.join(_sorted_ids(shard_ids))}"
+        case ForeignWorkers(group, owners):
+            return f"group {group!r}: leases renewed by workers outside it: {', '.join(owners)}"
+        case StreamReplaced(_, old, new):
+            return f"stream replaced: {old} was read to its end, going on with {new}"
+        case GroupError(_, operation, error):
+            return f"group call failed: {operation}: {' '.join(error.split())}; trying again"
     return None
 
 
@@ -570,4 +613,189 @@ def checkpoints_to_json(stored: Sequence[StoredCheckpoint]) -> bytes:
         }
         for entry in stored
     ]
+    return orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"
+
+
+# -- leases (ddbstreams leases show) ------------------------------------------------------
+
+
+def lease_state(lease: Lease, leases: Mapping[str, Lease]) -> str:
+    """``finished`` (checkpoint SHARD_END), ``owned``, ``waiting-for-parent`` (unowned, and a
+    parent's lease in ``leases`` is not finished: no worker takes it yet) or ``free``."""
+    if lease.finished:
+        return "finished"
+    if lease.owner is not None:
+        return "owned"
+    for parent in lease.parent_shard_ids:
+        parent_lease = leases.get(parent)
+        if parent_lease is not None and not parent_lease.finished:
+            return "waiting-for-parent"
+    return "free"
+
+
+def _owner_worker_text(lease: Lease, workers: Mapping[str, WorkerRecord] | None) -> str:
+    if lease.owner is None:
+        return "-"
+    if workers is None:
+        return "unknown (no workers table)"
+    worker = workers.get(lease.owner)
+    if worker is None:
+        return "unknown (not in the workers table)"
+    count = "1 lease" if worker.lease_count == 1 else f"{worker.lease_count} leases"
+    return f"{worker.state.value}, heartbeat {worker.heartbeat}, {count}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """Left-aligned columns, two spaces apart, no trailing spaces."""
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in (header, *rows)
+    ]
+
+
+def _sorted_leases(leases: Iterable[Lease]) -> list[Lease]:
+    return sorted(leases, key=lambda lease: shard_order_key(lease.key))
+
+
+def _lease_lines(leases: Sequence[Lease], workers: Mapping[str, WorkerRecord] | None) -> list[str]:
+    by_key = {lease.key: lease for lease in leases}
+    states = {lease.key: lease_state(lease, by_key) for lease in leases}
+    order = ("owned", "free", "waiting-for-parent", "finished")
+    counts = ", ".join(
+        f"{sum(1 for s in states.values() if s == state)} {state}" for state in order
+    )
+    lines = [f"{_count(len(leases), 'lease')} ({counts})"]
+    if leases:
+        header = ("SHARD", "OWNER", "CHECKPOINT", "PARENT", "STATE", "OWNER WORKER")
+        rows = [
+            (
+                lease.key,
+                lease.owner or "-",
+                lease.checkpoint,
+                ", ".join(_sorted_ids(lease.parent_shard_ids)) or "-",
+                states[lease.key],
+                _owner_worker_text(lease, workers),
+            )
+            for lease in _sorted_leases(leases)
+        ]
+        lines.extend(_table(header, rows))
+    return lines
+
+
+def _worker_lines(workers: Sequence[WorkerRecord]) -> list[str]:
+    header = ("WORKER", "STATE", "HOST", "PID", "STARTED", "LEASES", "HEARTBEAT")
+    rows = [
+        (
+            w.worker_id,
+            w.state.value,
+            w.host,
+            str(w.pid),
+            w.started_at,
+            str(w.lease_count),
+            str(w.heartbeat),
+        )
+        for w in workers
+    ]
+    return _table(header, rows)
+
+
+def leases_to_text(
+    table: str,
+    leases: Sequence[Lease],
+    workers_table: str,
+    workers: Sequence[WorkerRecord] | None,
+) -> str:
+    """The leases of a group's lease table and the workers of its workers table, as two
+    aligned tables (``workers`` None: the workers table does not exist); ends in a newline.
+
+    Leases, in shard order: ``SHARD, OWNER`` (``-`` when unassigned), ``CHECKPOINT``,
+    ``PARENT`` (``-`` when none), ``STATE`` (:func:`lease_state`) and ``OWNER WORKER``: what
+    the workers table says of the owner (its state, heartbeat counter and lease count, or
+    that it is unknown there: a stopped or crashed worker, or a Java KCL worker). Workers:
+    ``WORKER, STATE, HOST, PID, STARTED, LEASES, HEARTBEAT``.
+    """
+    known = None if workers is None else {worker.worker_id: worker for worker in workers}
+    lease_lines = _lease_lines(leases, known)
+    lines = [f"lease table {table}: {lease_lines[0]}", *lease_lines[1:], ""]
+    if workers is None:
+        lines.append(f"workers table {workers_table}: not found (no ddbstreams worker ran here)")
+    else:
+        lines.append(f"workers table {workers_table}: {_count(len(workers), 'worker')}")
+        if workers:
+            lines.extend(_worker_lines(workers))
+    return "\n".join(lines) + "\n"
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
+def _worker_object(worker: WorkerRecord) -> dict[str, Any]:
+    return {
+        "workerId": worker.worker_id,
+        "state": worker.state.value,
+        "host": worker.host,
+        "pid": worker.pid,
+        "startedAt": worker.started_at,
+        "leaseCount": worker.lease_count,
+        "heartbeat": worker.heartbeat,
+        "changes": worker.changes,
+        "streamArn": worker.stream_arn,
+    }
+
+
+def _lease_object(
+    lease: Lease, state: str, workers: Mapping[str, WorkerRecord] | None
+) -> dict[str, Any]:
+    owner_worker: dict[str, Any] | None = None
+    if lease.owner is not None:
+        worker = None if workers is None else workers.get(lease.owner)
+        owner_worker = {"known": worker is not None}
+        if worker is not None:
+            owner_worker.update(
+                state=worker.state.value,
+                heartbeat=worker.heartbeat,
+                leaseCount=worker.lease_count,
+            )
+    return {
+        "shardId": lease.key,
+        "state": state,
+        "owner": lease.owner,
+        "ownerWorker": owner_worker,
+        "counter": lease.counter,
+        "checkpoint": lease.checkpoint,
+        "parentShardIds": _sorted_ids(lease.parent_shard_ids),
+        "childShardIds": _sorted_ids(lease.child_shard_ids),
+        "ownerSwitchesSinceCheckpoint": lease.owner_switches,
+        "streamArn": lease.stream_arn,
+        "checkpointOwner": lease.checkpoint_owner,
+        "pendingCheckpoint": lease.pending_checkpoint,
+    }
+
+
+def leases_to_json(
+    table: str,
+    leases: Sequence[Lease],
+    workers_table: str,
+    workers: Sequence[WorkerRecord] | None,
+) -> bytes:
+    """One JSON document (indented, ending in a newline): ``leaseTable``, ``workersTable``,
+    ``leases`` (in shard order: ``shardId, state, owner, ownerWorker`` (null when
+    unassigned, else ``known`` and, when known, the owner's ``state, heartbeat,
+    leaseCount``), ``counter, checkpoint, parentShardIds, childShardIds,
+    ownerSwitchesSinceCheckpoint, streamArn, checkpointOwner, pendingCheckpoint``) and
+    ``workers`` (``workerId, state, host, pid, startedAt, leaseCount, heartbeat, changes,
+    streamArn``; null when the workers table does not exist)."""
+    by_key = {lease.key: lease for lease in leases}
+    known = None if workers is None else {worker.worker_id: worker for worker in workers}
+    document = {
+        "leaseTable": table,
+        "workersTable": workers_table,
+        "leases": [
+            _lease_object(lease, lease_state(lease, by_key), known)
+            for lease in _sorted_leases(leases)
+        ],
+        "workers": None if workers is None else [_worker_object(w) for w in workers],
+    }
     return orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"

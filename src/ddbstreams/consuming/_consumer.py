@@ -66,6 +66,10 @@ from ddbstreams._tasks import run_in_daemon_thread, until_stopped, wait_tasks
 from ddbstreams.client._backoff import exponential_delay
 from ddbstreams.client._streams import StreamsClient
 from ddbstreams.consuming._filter import RecordFilter
+from ddbstreams.coordination._lease import LATEST_CHECKPOINT
+from ddbstreams.coordination._options import GroupOptions, default_worker_id
+from ddbstreams.coordination._table import LeaseTable
+from ddbstreams.coordination._worker import GroupWorker
 from ddbstreams.model._decode import dumps_plain_json
 from ddbstreams.model._encode import encode_item
 from ddbstreams.model._parser import Parser
@@ -80,7 +84,7 @@ from ddbstreams.model._position import (
     TrimHorizon,
 )
 from ddbstreams.model._types import Record
-from ddbstreams.reading import ReaderOptions, ShardBatch, StreamReader
+from ddbstreams.reading import ReaderOptions, ShardBatch, ShardPosition, StreamReader
 from ddbstreams.state._stores import CheckpointStore, SQLiteCheckpointStore
 
 __all__ = [
@@ -838,6 +842,19 @@ class _Gatherer:
             self._deadlines[shard_id] = self._clock.monotonic() + self._window
             self._wakeup.set()
 
+    def holds(self, shard_id: str) -> bool:
+        return shard_id in self._held
+
+    def position_before(self, shard_id: str) -> ShardStart | None:
+        """Where ``shard_id``'s checkpoint stood before its held records."""
+        held, _ = self._held[shard_id]
+        return held[0].position_before
+
+    def drop(self, shard_id: str) -> None:
+        """Forget ``shard_id``'s held records (its shard was taken away)."""
+        self._deadlines.pop(shard_id, None)
+        self._held.pop(shard_id, None)
+
     def positions_before(self) -> dict[str, ShardStart | None]:
         """Per shard with held records, where its checkpoint stood before them."""
         return {shard_id: held[0].position_before for shard_id, (held, _) in self._held.items()}
@@ -888,24 +905,32 @@ class _Pass:
         "_options",
         "_policy",
         "_reader",
+        "_revoked",
         "_shards",
         "_stop",
+        "_unprocessed",
+        "_worker",
     )
 
     def __init__(
         self,
         reader: StreamReader[Record],
         policy: _BatchPolicy,
-        checkpointer: _Checkpointer,
+        checkpointer: _Checkpointer | None,
         *,
         options: ConsumerOptions,
         clock: Clock,
         stop: asyncio.Event,
         on_stopping: Callable[[], None],
+        worker: GroupWorker | None = None,
     ) -> None:
         self._reader = reader
         self._policy = policy
+        # Either a store's checkpointer (one process) or a group's worker (leases).
         self._checkpointer = checkpointer
+        self._worker = worker
+        self._revoked: set[str] = set()
+        self._unprocessed: dict[str, ShardStart | None] = {}
         self._options = options
         self._clock = clock
         self._stop = stop
@@ -973,7 +998,12 @@ class _Pass:
             if batch is None:
                 self._gatherer.flush_all()
                 return
-            self._gatherer.add(batch)
+            if batch.shard_id in self._revoked:
+                # Handed out by the reader, yet never processed: the shard's checkpoint
+                # must stay before it (the next owner reads it again).
+                self._unprocessed.setdefault(batch.shard_id, batch.position_before)
+            else:
+                self._gatherer.add(batch)
 
     async def _commit_loop(self) -> None:
         """Save after batches complete (one save covers every completion before it), until
@@ -983,7 +1013,76 @@ class _Pass:
             self._dirty.clear()
             if self._closing:
                 return
+            await self.save()
+
+    async def save(self) -> None:
+        """Store what is processed: the whole checkpoint in the store, or each held
+        shard's position in its lease (written only where it moved)."""
+        if self._checkpointer is not None:
             await self._checkpointer.save(self.checkpoint)
+            return
+        worker = self._worker
+        assert worker is not None
+        writes = []
+        for shard_id in worker.held():
+            checkpoint = self.shard_checkpoint(shard_id)
+            if checkpoint is not None:
+                writes.append(worker.checkpoint(shard_id, checkpoint))
+        await asyncio.gather(*writes)
+
+    def shard_checkpoint(self, shard_id: str) -> str | None:
+        """The lease checkpoint of what is processed of ``shard_id``: the last sequence
+        number processed, or the start (``TRIM_HORIZON`` / ``LATEST``) when nothing was;
+        None when unknown, or when the shard is processed to its end (the worker then
+        writes ``SHARD_END`` once its children's leases exist)."""
+        work = self._shards.get(shard_id)
+        position: ShardPosition | None
+        if work is not None and work.busy:
+            position = work.position()
+        elif self._gatherer.holds(shard_id):
+            position = self._gatherer.position_before(shard_id)
+        elif shard_id in self._unprocessed:
+            position = self._unprocessed[shard_id]
+        else:
+            position = self._reader.position(shard_id)
+        if not isinstance(position, ShardStart):
+            return None
+        if position.iterator_type == "AFTER_SEQUENCE_NUMBER":
+            return position.sequence_number
+        if position.iterator_type in ("TRIM_HORIZON", "LATEST"):
+            return position.iterator_type
+        return None
+
+    # -- the shard host of a group worker (ShardHost) -----------------------------------------
+
+    def start_shard(self, shard_id: str, start: ShardStart, parent_shard_id: str | None) -> None:
+        """Worker: read and process ``shard_id`` from ``start`` (its lease is held)."""
+        self._revoked.discard(shard_id)
+        self._unprocessed.pop(shard_id, None)
+        self._reader.assign(shard_id, start, parent_shard_id=parent_shard_id)
+
+    async def stop_shard(self, shard_id: str) -> str | None:
+        """Worker: start no further batch of ``shard_id``, give the one in flight up to
+        ``stop_timeout`` (then abandon it: not checkpointed), stop reading the shard, and
+        return the lease checkpoint of what was processed."""
+        self._revoked.add(shard_id)
+        work = self._shards.get(shard_id)
+        if work is not None:
+            for lane in work.lanes:
+                lane.jobs.put_nowait(None)
+            tasks = [lane.task for lane in work.lanes if lane.task and not lane.task.done()]
+            if tasks:
+                late = await wait_tasks(tasks, within=self._options.stop_timeout, clock=self._clock)
+                for task in late:
+                    task.cancel()
+                if late:
+                    await asyncio.wait(late)
+        checkpoint = self.shard_checkpoint(shard_id)
+        self._gatherer.drop(shard_id)
+        self._shards.pop(shard_id, None)
+        await self._reader.release(shard_id)
+        self._unprocessed.pop(shard_id, None)
+        return checkpoint
 
     def _dispatch(self, held: list[ShardBatch[Record]]) -> None:
         """Queue ``held`` (one shard's batches, in order) on the shard's lanes, in batches
@@ -1057,7 +1156,10 @@ class _Pass:
             return
         while not self._stop.is_set():
             job = await lane.jobs.get()
-            if job is None or self._stop.is_set():
+            if job is None or self._stop.is_set() or work.shard_id in self._revoked:
+                return
+            if self._worker is not None and not self._worker.holds(work.shard_id):
+                # The lease may be another worker's by now: start no batch of it.
                 return
             work.queued -= 1
             if work.queued < _QUEUED_PER_LANE * len(work.lanes):
@@ -1075,6 +1177,9 @@ class _Pass:
     def _complete(self, work: _ShardWork, segment: _Segment) -> None:
         if work.complete(segment):
             self._dirty.set()
+        if work.finished.is_set() and not work.busy and self._worker is not None:
+            assert self._group is not None
+            self._group.create_task(self._worker.finish_shard(work.shard_id))
         if work.finished.is_set() and not work.busy:
             # Fully processed: the reader's checkpoint covers it from now on.
             self._shards.pop(work.shard_id, None)
@@ -1138,6 +1243,9 @@ class Consumer:
         *,
         store: CheckpointStore | None = None,
         name: str = "default",
+        group: str | None = None,
+        worker_id: str | None = None,
+        group_options: GroupOptions | None = None,
         filters: Sequence[Mapping[str, Any] | str] | RecordFilter | None = None,
         on_failure: FailureDestination | None = None,
         options: ConsumerOptions | None = None,
@@ -1151,22 +1259,18 @@ class Consumer:
         clock: Clock | None = None,
         **option_fields: Any,
     ) -> None:
-        if not callable(handler):
-            raise ConfigurationError("handler must be a function taking a list of records")
+        _check_arguments(handler, name, client, endpoint_url, region_name)
         self.options = _options(options, option_fields)
-        if client is not None and (endpoint_url is not None or region_name is not None):
-            raise ConfigurationError("pass either client= or endpoint_url=/region_name=, not both")
-        if not isinstance(name, str) or not name:
-            raise ConfigurationError(f"name must be a non-empty string: {name!r}")
+        if group is not None:
+            name = _check_group(group, name, store=store, follow=follow, options=self.options)
         self._stream = stream
         self._handler = handler
+        self._group = group
+        self._worker_id = worker_id or default_worker_id()
+        self._group_options = group_options or GroupOptions()
         self._store = store if store is not None else SQLiteCheckpointStore(DEFAULT_STORE_PATH)
         self._name = name
-        self._filter = (
-            filters
-            if filters is None or isinstance(filters, RecordFilter)
-            else RecordFilter.from_patterns(filters)
-        )
+        self._filter = _record_filter(filters)
         self._on_failure = on_failure
         self._follow = follow
         self._client = client
@@ -1186,6 +1290,7 @@ class Consumer:
         self._stop = asyncio.Event()
         self._stream_arn: str | None = None
         self._pass: _Pass | None = None
+        self._worker: GroupWorker | None = None
         self._checkpointer: _Checkpointer | None = None
         self._saved: Checkpoint | None = None
 
@@ -1201,6 +1306,28 @@ class Consumer:
     def follow(self) -> bool:
         """False for a single pass (see the class)."""
         return self._follow
+
+    @property
+    def group(self) -> str | None:
+        """The worker group this consumer is a worker of (its lease table), if any."""
+        return self._group
+
+    @property
+    def worker_id(self) -> str:
+        """This consumer's id as a worker of its group."""
+        return self._worker_id
+
+    def leases(self) -> frozenset[str]:
+        """The shards whose leases this worker holds now (empty outside a group)."""
+        worker = self._worker
+        return worker.held() if worker is not None else frozenset()
+
+    @property
+    def heartbeat_fresh(self) -> bool:
+        """In a group: whether this worker renewed its heartbeat within the failover time
+        (it may start batches of its leases). False outside a group or while not joined."""
+        worker = self._worker
+        return worker is not None and worker.heartbeat_fresh
 
     @property
     def stream_arn(self) -> str:
@@ -1233,9 +1360,9 @@ class Consumer:
         acts (``ddbstreams tail --checkpoint`` saves this way before printing a batch).
         Raises RuntimeError before the consumer started, and what the store raises.
         """
-        if self._checkpointer is None:
+        if self._pass is None:
             raise RuntimeError("the consumer has not started")
-        await self._checkpointer.save(self.checkpoint)
+        await self._pass.save()
 
     async def run(self) -> None:
         """Consume until :meth:`stop` is called or the read is over (see the class).
@@ -1299,6 +1426,9 @@ class Consumer:
         self._stream_arn = stream_arn = await self._client.resolve_stream(self._stream)
         if isinstance(self._handler, _LambdaAdapter):
             self._handler.bind(stream_arn, self._clock)
+        if self._group is not None:
+            await self._run_in_group(self._group, stream_arn)
+            return
         stored = await self._store.load(stream_arn, name=self._name)
         start: StartPosition = stored if stored is not None else self.options.starting_position
         reader = StreamReader(
@@ -1320,7 +1450,53 @@ class Consumer:
             finally:
                 self._saved = consumed.checkpoint()
 
-    def _begin(self, reader: StreamReader[Record], checkpointer: _Checkpointer) -> _Pass:
+    async def _run_in_group(self, group: str, stream_arn: str) -> None:
+        """Join ``group``, then process the shards whose leases this worker holds until
+        stopped; then hand every lease off (in-flight batches finish, checkpoint, release)."""
+        assert self._client is not None
+        table = LeaseTable(self._client.tables, group, clock=self._clock)
+        worker = GroupWorker(
+            table,
+            self._client,
+            stream_arn,
+            worker_id=self._worker_id,
+            options=self._group_options,
+            from_latest=isinstance(self.options.starting_position, Latest),
+            events=self._events,
+            clock=self._clock,
+        )
+        await worker.join()
+        reader = StreamReader(
+            stream_arn,
+            follow=True,
+            assigned=True,
+            client=self._client,
+            parser=self._parser,
+            options=self._reader_options,
+            event_hub=self._events,
+            clock=self._clock,
+        )
+        self._worker = worker
+        try:
+            async with reader:
+                consumed = self._begin(reader, None, worker)
+                worker.attach(consumed)
+                start = self.options.starting_position
+                self._events.publish(ConsumerStarted(stream_arn, self._name, start))
+                try:
+                    await _consume_in_group(consumed, worker)
+                finally:
+                    self._saved = consumed.checkpoint()
+        finally:
+            self._worker = None
+            await asyncio.shield(worker.aclose())
+
+    def _begin(
+        self,
+        reader: StreamReader[Record],
+        checkpointer: _Checkpointer | None,
+        worker: GroupWorker | None = None,
+    ) -> _Pass:
         policy = _BatchPolicy(
             self.options,
             self._handler,
@@ -1339,12 +1515,18 @@ class Consumer:
             options=self.options,
             clock=self._clock,
             stop=self._stop,
-            on_stopping=lambda: self._set_lifecycle(ConsumerLifecycle.STOPPING),
+            on_stopping=lambda: self._stopping(worker),
+            worker=worker,
         )
         self._set_lifecycle(
             ConsumerLifecycle.STOPPING if self._stop.is_set() else ConsumerLifecycle.RUNNING
         )
         return self._pass
+
+    def _stopping(self, worker: GroupWorker | None) -> None:
+        self._set_lifecycle(ConsumerLifecycle.STOPPING)
+        if worker is not None:
+            worker.stop_taking()
 
     async def _consume(self, consumed: _Pass, checkpointer: _Checkpointer) -> None:
         """Run the pass, then save the checkpoint however it ended."""
@@ -1358,6 +1540,76 @@ class Consumer:
             await checkpointer.save_at_exit(consumed.checkpoint, error)
             raise
         await checkpointer.save_at_exit(consumed.checkpoint, None)
+
+
+async def _consume_in_group(consumed: _Pass, worker: GroupWorker) -> None:
+    """Run the pass with the worker's loops beside it; when the pass ends (stopped, or
+    failed), hand every lease off before the loops stop, so that leases stay renewed until
+    they are released. Cancellation hands off too (shielded)."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            loops = group.create_task(worker.run(), name="ddbstreams-worker")
+            try:
+                await consumed.consume()
+            finally:
+                try:
+                    await asyncio.shield(worker.leave())
+                finally:
+                    loops.cancel()
+    except BaseExceptionGroup as failed:
+        raise _first_leaf(failed) from None
+
+
+def _record_filter(
+    filters: Sequence[Mapping[str, Any] | str] | RecordFilter | None,
+) -> RecordFilter | None:
+    if filters is None or isinstance(filters, RecordFilter):
+        return filters
+    return RecordFilter.from_patterns(filters)
+
+
+def _check_arguments(
+    handler: Handler,
+    name: str,
+    client: StreamsClient | None,
+    endpoint_url: str | None,
+    region_name: str | None,
+) -> None:
+    if not callable(handler):
+        raise ConfigurationError("handler must be a function taking a list of records")
+    if client is not None and (endpoint_url is not None or region_name is not None):
+        raise ConfigurationError("pass either client= or endpoint_url=/region_name=, not both")
+    if not isinstance(name, str) or not name:
+        raise ConfigurationError(f"name must be a non-empty string: {name!r}")
+
+
+def _check_group(
+    group: str,
+    name: str,
+    *,
+    store: CheckpointStore | None,
+    follow: bool,
+    options: ConsumerOptions,
+) -> str:
+    """Validate a group consumer's arguments; returns its name (the group's)."""
+    if not isinstance(group, str) or not group:
+        raise ConfigurationError(f"group must be a non-empty string: {group!r}")
+    if name not in ("default", group):
+        raise ConfigurationError("in a group, the application's name is the group's: pass one")
+    if store is not None:
+        raise ConfigurationError(
+            "a group keeps its checkpoints in its lease table: do not pass store="
+        )
+    if not follow:
+        raise ConfigurationError(
+            "a worker of a group follows the stream: follow=False is not for groups"
+        )
+    if not isinstance(options.starting_position, TrimHorizon | Latest):
+        raise ConfigurationError(
+            f"a group starts at TRIM_HORIZON or {LATEST_CHECKPOINT} (its leases say where "
+            "each shard resumes)"
+        )
+    return group
 
 
 def _options(options: ConsumerOptions | None, fields: dict[str, Any]) -> ConsumerOptions:

@@ -1,0 +1,507 @@
+"""GroupWorker: one worker of a group sharing a stream through leases in DynamoDB.
+
+The protocol (why it is safe is in the comments of the methods that rely on it):
+
+- **Liveness** is a heartbeat: each worker renews one item of its own in the workers table
+  every ``heartbeat_interval``, whatever the number of leases it holds. A worker holds a
+  lease while the lease names it as owner *and* its own last successful heartbeat (timed
+  from when the request was sent, on its monotonic clock) is younger than
+  ``failover_time``. Others consider its leases expired once they have seen its heartbeat
+  unchanged for ``failover_time`` on *their* monotonic clocks. Since they first saw that
+  value after it was written, which is after it was sent, they decide later than the owner
+  stops: the owner has stopped starting batches before anyone takes its leases.
+- **Fencing**: every lease write (take, checkpoint, release, shard end) is conditional on
+  the lease counter the writer holds and increments it, so a worker whose lease was taken
+  fails its next write (``LeaseLostError``) and starts nothing more of that shard.
+- **Balance** is cooperative: the pure planner (:mod:`._planning`) tells each worker which
+  free or expired leases to take and which of its own to hand off; a worker hands a lease
+  off by finishing its in-flight batches, checkpointing and releasing it, so the next
+  owner re-reads nothing. Membership changes (seen in the workers table every
+  ``membership_interval``) trigger a plan at once.
+- **Shard end**: the worker that processed a shard to its end creates the children's
+  leases, then checkpoints the parent ``SHARD_END`` (and releases it). A lease is taken
+  only when its parent's lease is finished or gone, so a child's first record is handled
+  after its parent's last one was handled and checkpointed, whoever owns them.
+- **Discovery** (leases for shards nobody created) and cleanup of finished leases are done
+  by one worker, the leader (the live worker with the smallest id).
+
+Who calls what: the consumer drives a worker through :meth:`join`, :meth:`run` (in its task
+group), :meth:`holds` (before each batch), :meth:`checkpoint`, :meth:`finish_shard`,
+:meth:`stop_taking` and :meth:`leave`; the worker drives the consumer's shards through the
+:class:`ShardHost` it is given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Protocol
+
+from ddbstreams._clock import Clock
+from ddbstreams._errors import DDBStreamsError, LeaseLostError
+from ddbstreams._events import (
+    CheckpointSaved,
+    EventHub,
+    ForeignWorkers,
+    GroupChanged,
+    GroupError,
+    LeaseLost,
+    LeaseReleased,
+    LeaseReleaseReason,
+    LeasesCreated,
+    LeaseTaken,
+    WorkerJoined,
+)
+from ddbstreams._tasks import until_stopped
+from ddbstreams.client._backoff import exponential_delay
+from ddbstreams.client._streams import StreamsClient
+from ddbstreams.coordination._discovery import deletable_leases, leases_to_create
+from ddbstreams.coordination._lease import SHARD_END_CHECKPOINT, TRIM_HORIZON_CHECKPOINT, Lease
+from ddbstreams.coordination._options import GroupOptions
+from ddbstreams.coordination._planning import LeasePlan, Liveness, plan_leases
+from ddbstreams.coordination._table import LeaseTable, WorkerRecord, WorkerState
+from ddbstreams.model._position import ShardStart
+
+__all__ = ["GroupWorker", "ShardHost"]
+
+_CHILD_DISCOVERY_TIMEOUT = 30.0
+"""How long a worker that finished a shard keeps asking for its children (they may be
+listed a few seconds after the parent closed); the leader's discovery catches the rest."""
+
+
+class ShardHost(Protocol):
+    """What a worker drives: the consumer's processing of shards."""
+
+    def start_shard(self, shard_id: str, start: ShardStart, parent_shard_id: str | None) -> None:
+        """Begin reading and processing ``shard_id`` at ``start``."""
+
+    async def stop_shard(self, shard_id: str) -> str | None:
+        """Start no further batch of ``shard_id``, let the one in flight finish (bounded by
+        the consumer's ``stop_timeout``), stop reading it, and return the lease checkpoint
+        of what was processed (a sequence number or the start sentinel; None if unknown)."""
+
+
+class GroupWorker:
+    """One worker of the group ``table.name`` on ``stream_arn`` (see the module)."""
+
+    def __init__(
+        self,
+        table: LeaseTable,
+        client: StreamsClient,
+        stream_arn: str,
+        *,
+        worker_id: str,
+        options: GroupOptions,
+        from_latest: bool,
+        events: EventHub,
+        clock: Clock,
+    ) -> None:
+        self._table = table
+        self._client = client
+        self._stream_arn = stream_arn
+        self.worker_id = worker_id
+        self._options = options
+        self._from_latest = from_latest
+        self._events = events
+        self._clock = clock
+        self._host: ShardHost | None = None
+        self._held: dict[str, Lease] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._liveness = Liveness(options.failover_time)
+        self._beats = 0
+        self._changes = 0
+        self._renewed_at: float | None = None
+        self._state = WorkerState.RUNNING
+        self._taking = True
+        self._wake_planner = asyncio.Event()
+        self._wake_heartbeat = asyncio.Event()
+        self._members: dict[str, tuple[str, int]] = {}
+        self._workers: list[WorkerRecord] = []
+        self._alive: tuple[str, ...] = ()
+        self._foreign: frozenset[str] = frozenset()
+        self._last_discovery: float | None = None
+        self._started_at = datetime.now(UTC).isoformat(timespec="seconds")
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def group(self) -> str:
+        return self._table.name
+
+    def held(self) -> frozenset[str]:
+        """The shards whose leases this worker holds now."""
+        return frozenset(self._held)
+
+    @property
+    def heartbeat_fresh(self) -> bool:
+        """Whether the last heartbeat was renewed within the failover time (monotonic)."""
+        return self._renewed(self._clock.monotonic())
+
+    # -- called by the consumer ---------------------------------------------------------------
+
+    def attach(self, host: ShardHost) -> None:
+        """Give the worker the shards' host (before :meth:`run`)."""
+        self._host = host
+
+    async def join(self) -> None:
+        """Create or check the tables and write this worker's first heartbeat.
+
+        Raises what the table raises: :class:`~ddbstreams.LeaseTableError` for an unusable
+        table, TableNotFoundError when it is missing and ``create_table`` is off, service
+        errors.
+        """
+        await self._table.ensure(create=self._options.create_table)
+        await self._heartbeat()
+        if self._renewed_at is None:
+            raise DDBStreamsError(f"could not join {self.group}: the first heartbeat failed")
+        self._events.publish(WorkerJoined(self.group, self.worker_id))
+
+    def holds(self, shard_id: str) -> bool:
+        """Whether this worker may start a batch of ``shard_id`` now: it holds the lease and
+        renewed its heartbeat within the failover time (monotonic clock)."""
+        return shard_id in self._held and self._renewed(self._clock.monotonic())
+
+    async def run(self) -> None:
+        """Heartbeat, watch the group and plan leases until cancelled.
+
+        Errors of single rounds are published as :class:`GroupError` and retried on the
+        next round. Cancellation ends every task of the worker (taking no lease after).
+        """
+        async with asyncio.TaskGroup() as group:
+            heartbeat = self._options.heartbeat_every
+            group.create_task(self._loop(self._heartbeat, self._wake_heartbeat, heartbeat))
+            group.create_task(self._watch_members())
+            scan = self._options.lease_scan_interval
+            group.create_task(self._loop(self._plan, self._wake_planner, scan))
+
+    def stop_taking(self) -> None:
+        """Take no more leases and tell the group so (the consumer is stopping)."""
+        self._taking = False
+        self._state = WorkerState.STOPPING
+        self._wake_heartbeat.set()
+
+    async def checkpoint(self, shard_id: str, checkpoint: str) -> bool:
+        """Store ``checkpoint`` in the lease of ``shard_id``; False if it is not held (any
+        more): a lease found taken by another worker is lost (:class:`LeaseLost`). Other
+        errors (after retries) are raised; the lease is kept."""
+        async with self._lock(shard_id):
+            lease = self._held.get(shard_id)
+            if lease is None or not self.holds(shard_id):
+                return False
+            if lease.checkpoint == checkpoint:
+                return True
+            try:
+                self._held[shard_id] = await self._table.checkpoint(
+                    lease, self.worker_id, checkpoint
+                )
+            except LeaseLostError as error:
+                self._lose(shard_id, str(error))
+                return False
+        self._saved(shard_id, checkpoint)
+        return True
+
+    def _saved(self, shard_id: str, checkpoint: str) -> None:
+        self._events.publish(CheckpointSaved(self._stream_arn, self.group, shard_id, checkpoint))
+
+    async def finish_shard(self, shard_id: str) -> None:
+        """``shard_id`` was processed to its end: create its children's leases, checkpoint
+        it ``SHARD_END`` and let it go. Errors are published; the next owner of the lease
+        reads the (empty) rest of the shard and finishes it."""
+        try:
+            children = await child_shard_ids(self._client, self._stream_arn, shard_id, self._clock)
+            async with self._lock(shard_id):
+                lease = self._held.get(shard_id)
+                if lease is None:
+                    return
+                created = [
+                    child
+                    for child in children
+                    if await self._table.create_lease(
+                        child,
+                        TRIM_HORIZON_CHECKPOINT,
+                        parent_shard_ids=(shard_id,),
+                        stream_arn=self._stream_arn,
+                    )
+                ]
+                del self._held[shard_id]
+                await self._table.end_shard(lease, self.worker_id, children)
+                self._saved(shard_id, SHARD_END_CHECKPOINT)
+        except LeaseLostError as error:
+            self._publish_lost(shard_id, str(error))
+            return
+        except DDBStreamsError as error:
+            self._events.publish(GroupError(self.group, f"ending {shard_id}", str(error)))
+            return
+        if created:
+            self._events.publish(LeasesCreated(self.group, tuple(created)))
+        self._events.publish(LeaseReleased(self.group, shard_id, self.worker_id, "shard_end"))
+        self._announce_changes()
+
+    async def leave(self) -> None:
+        """Hand off every lease (in-flight batches finish, checkpoint, release), then leave
+        the group. Publishes what fails; never raises a service error."""
+        self.stop_taking()
+        await asyncio.gather(*(self._hand_off(key, "stopping") for key in list(self._held)))
+        with contextlib.suppress(DDBStreamsError):
+            await self._table.remove_worker(self.worker_id)
+
+    # -- heartbeat and membership -----------------------------------------------------------
+
+    def _renewed(self, now: float) -> bool:
+        return self._renewed_at is not None and now - self._renewed_at < self._options.failover_time
+
+    async def _heartbeat(self) -> None:
+        sent = self._clock.monotonic()
+        if self._held and not self._renewed(sent):
+            # The last renewal is older than the failover time (the process was paused, or
+            # the table unreachable): others may have taken these leases already, so they
+            # are dropped *before* a new heartbeat makes them look held again. Leases still
+            # naming this worker are taken back through the counter check.
+            for shard_id in list(self._held):
+                self._lose(shard_id, "heartbeat not renewed within the failover time")
+        record = WorkerRecord(
+            worker_id=self.worker_id,
+            heartbeat=self._beats,
+            state=self._state,
+            changes=self._changes,
+            stream_arn=self._stream_arn,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started_at=self._started_at,
+            lease_count=len(self._held),
+        )
+        try:
+            await self._table.heartbeat(record)
+        except DDBStreamsError as error:
+            self._events.publish(GroupError(self.group, "heartbeat", str(error)))
+        else:
+            self._beats += 1
+            self._renewed_at = sent
+
+    def _announce_changes(self) -> None:
+        """Leases were freed or created: bump ``changes`` so others read the lease table
+        now, and plan here too."""
+        self._changes += 1
+        self._wake_heartbeat.set()
+        self._wake_planner.set()
+
+    async def _watch_members(self) -> None:
+        while True:
+            try:
+                workers = await self._table.scan_workers()
+            except DDBStreamsError as error:
+                self._events.publish(GroupError(self.group, "reading workers", str(error)))
+            else:
+                self._observe_members(workers)
+            await self._clock.sleep(self._options.membership_interval)
+
+    def _observe_members(self, workers: list[WorkerRecord]) -> None:
+        now = self._clock.monotonic()
+        self._workers = workers
+        self._liveness.observe_workers(workers, now)
+        members = {
+            w.worker_id: (w.state.value, w.changes)
+            for w in workers
+            if w.worker_id != self.worker_id
+        }
+        alive = tuple(sorted(self._liveness.alive(now) | {self.worker_id}))
+        if alive != self._alive:
+            self._alive = alive
+            self._events.publish(GroupChanged(self.group, alive))
+            self._wake_planner.set()
+        if members != self._members:
+            self._members = members
+            self._wake_planner.set()
+
+    async def _loop(
+        self, step: Callable[[], Awaitable[None]], wake: asyncio.Event, interval: float
+    ) -> None:
+        """Run ``step`` every ``interval`` seconds, or at once when ``wake`` is set."""
+        while True:
+            wake.clear()
+            try:
+                await step()
+            except DDBStreamsError as error:
+                self._events.publish(GroupError(self.group, step.__name__.strip("_"), str(error)))
+            await until_stopped(self._clock.sleep(interval), wake)
+
+    # -- planning ---------------------------------------------------------------------------
+
+    async def _plan(self) -> None:
+        leases = [
+            lease
+            for lease in await self._table.scan_leases()
+            if lease.stream_arn in (None, self._stream_arn)
+        ]
+        now = self._clock.monotonic()
+        self._liveness.observe_leases(leases, now)
+        plan = self._planned(leases, now)
+        # Lost: the lease names another owner, or is gone. (A counter ahead of ours with
+        # this worker as owner is our own write whose response is still on its way: no
+        # other worker can write a lease without making itself the owner.)
+        by_key = {lease.key: lease for lease in leases}
+        for shard_id in list(self._held):
+            lease = by_key.get(shard_id)
+            if lease is None or lease.owner != self.worker_id:
+                owner = "deleted" if lease is None else f"taken by {lease.owner or 'nobody'}"
+                self._lose(shard_id, f"lease {owner}")
+        for lease in self._to_take(plan):
+            await self._take(lease)
+        for key in plan.release:
+            self._spawn(self._hand_off(key, "balance"))
+        if plan.leader:
+            await self._lead({lease.key: lease for lease in leases}, now)
+
+    def _planned(self, leases: list[Lease], now: float) -> LeasePlan:
+        foreign = self._liveness.foreign_owners()
+        if foreign - self._foreign:
+            self._events.publish(ForeignWorkers(self.group, tuple(sorted(foreign))))
+        self._foreign = foreign
+        # Leases naming this worker that it does not hold (dropped when its heartbeat
+        # lapsed) are planned as takes: it takes them back through the counter check.
+        return plan_leases(
+            leases,
+            me=self.worker_id,
+            held={key: lease.counter for key, lease in self._held.items()},
+            alive=self._liveness.alive(now) | {self.worker_id},
+            expired=self._liveness.expired_keys(leases, now),
+            foreign=foreign,
+            max_leases=self._options.max_leases,
+        )
+
+    def _to_take(self, plan: LeasePlan) -> tuple[Lease, ...]:
+        return plan.take if self._taking else ()
+
+    async def _take(self, lease: Lease) -> None:
+        host = self._host
+        assert host is not None, "attach() a host before run()"
+        expired = lease.owner is not None and lease.owner != self.worker_id
+        try:
+            taken = await self._table.take(lease, self.worker_id)
+        except LeaseLostError:
+            return  # another worker took it first: the next plan sees that
+        self._held[taken.key] = taken
+        parent = min(taken.parent_shard_ids) if taken.parent_shard_ids else None
+        host.start_shard(taken.key, taken.start(), parent)
+        self._events.publish(
+            LeaseTaken(self.group, taken.key, self.worker_id, lease.owner, expired=expired)
+        )
+
+    async def _hand_off(self, shard_id: str, reason: LeaseReleaseReason) -> None:
+        """Finish the shard's in-flight batches, checkpoint and release its lease."""
+        host = self._host
+        position = await host.stop_shard(shard_id) if host is not None else None
+        async with self._lock(shard_id):
+            lease = self._held.pop(shard_id, None)
+            if lease is None:
+                return
+            try:
+                if position is not None and position != lease.checkpoint:
+                    lease = await self._table.checkpoint(lease, self.worker_id, position)
+                    self._saved(shard_id, position)
+                await self._table.release(lease, self.worker_id)
+            except LeaseLostError as error:
+                self._publish_lost(shard_id, str(error))
+                return
+            except DDBStreamsError as error:
+                # The lease stays ours in the table: it expires, and the next owner
+                # resumes at the checkpoint stored before.
+                self._events.publish(GroupError(self.group, f"releasing {shard_id}", str(error)))
+                return
+        self._events.publish(LeaseReleased(self.group, shard_id, self.worker_id, reason))
+        self._announce_changes()
+
+    def _lose(self, shard_id: str, reason: str) -> None:
+        """Forget a lease that is not ours any more and stop its shard in the background."""
+        if self._held.pop(shard_id, None) is None:
+            return
+        self._publish_lost(shard_id, reason)
+        if self._host is not None:
+            self._spawn(self._host.stop_shard(shard_id))
+
+    def _publish_lost(self, shard_id: str, reason: str) -> None:
+        self._events.publish(LeaseLost(self.group, shard_id, self.worker_id, reason))
+
+    # -- the leader's work ------------------------------------------------------------------
+
+    async def _lead(self, leases: dict[str, Lease], now: float) -> None:
+        """Create missing leases (at once for a new group, then every discovery interval)
+        and delete finished leases nothing needs any more."""
+        last = self._last_discovery
+        if leases and last is not None and now - last < self._options.discovery_interval:
+            return
+        self._last_discovery = now
+        description = await self._client.describe_stream(self._stream_arn)
+        due = leases_to_create(description.shards, leases, from_latest=self._from_latest)
+        created = [
+            new.shard_id
+            for new in due
+            if await self._table.create_lease(
+                new.shard_id,
+                new.checkpoint,
+                parent_shard_ids=(new.parent_shard_id,) if new.parent_shard_id else (),
+                stream_arn=self._stream_arn,
+            )
+        ]
+        for key in deletable_leases(leases):
+            await self._table.delete_finished(key)
+        # Items of workers that are gone (crashed, or paused for long) and own no lease
+        # any more; one that comes back writes its item again with its next heartbeat.
+        owners = {lease.owner for lease in leases.values()}
+        alive = self._liveness.alive(now) | {self.worker_id}
+        for worker in self._workers:
+            if worker.worker_id not in alive and worker.worker_id not in owners:
+                await self._table.remove_worker(worker.worker_id)
+        if created:
+            self._events.publish(LeasesCreated(self.group, tuple(created)))
+            self._announce_changes()
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _lock(self, shard_id: str) -> asyncio.Lock:
+        lock = self._locks.get(shard_id)
+        if lock is None:
+            lock = self._locks[shard_id] = asyncio.Lock()
+        return lock
+
+    def _spawn(self, work: Awaitable[object]) -> None:
+        """Run ``work`` on its own; the worker keeps a reference until it ends."""
+
+        async def run() -> None:
+            await work
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def aclose(self) -> None:
+        """Cancel what :meth:`_spawn` started and wait for it."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+
+
+async def child_shard_ids(
+    client: StreamsClient, stream_arn: str, shard_id: str, clock: Clock
+) -> list[str]:
+    """The ids of ``shard_id``'s children, asking again while they are not listed yet
+    (empty for a shard of a disabled stream, or when they stay unlisted for
+    ``_CHILD_DISCOVERY_TIMEOUT``: the leader's discovery creates them later)."""
+    deadline = clock.monotonic() + _CHILD_DISCOVERY_TIMEOUT
+    attempt = 0
+    while True:
+        children = await client.child_shards(stream_arn, shard_id)
+        if children:
+            return sorted(child.shard_id for child in children)
+        description = await client.describe_stream(stream_arn)
+        if description.stream_status in ("DISABLING", "DISABLED"):
+            return []
+        attempt += 1
+        if clock.monotonic() >= deadline:
+            return []
+        await clock.sleep(exponential_delay(0.2, 5.0, attempt))
