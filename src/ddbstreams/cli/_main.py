@@ -1,4 +1,5 @@
-"""The ``ddbstreams`` command: ``tail``, ``describe``, ``checkpoints`` and ``demo``.
+"""The ``ddbstreams`` command: ``tail``, ``describe``, ``checkpoints``, ``run``, ``leases``
+and ``demo``.
 
 ``main(argv)`` returns the exit status; the console script exits with it. Exit statuses:
 0 success (also when the reader of our output goes away, e.g. ``| head``, and when
@@ -55,6 +56,9 @@ Errors a user can cause are reported as exactly one line on stderr,
 libraries log (botocore's about credentials, say) are one line too,
 ``ddbstreams: warning: <message>``; with ``--verbose`` they keep their traceback.
 
+``run`` (a handler as a worker of a group) and ``leases show|reset`` are in
+:mod:`ddbstreams.cli._group`; what the commands share is in :mod:`ddbstreams.cli._common`.
+
 Output formats live in :mod:`ddbstreams.cli._render` (pure). This module only parses
 arguments, drives the reader, the client and the checkpoint store, and writes bytes.
 """
@@ -65,7 +69,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import math
 import os
 import shlex
 import signal
@@ -76,7 +79,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, 
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import Any, NoReturn
 
 from ddbstreams._clock import Clock, SystemClock
 from ddbstreams._errors import (
@@ -99,6 +102,19 @@ from ddbstreams._events import (
 )
 from ddbstreams._tasks import until_stopped
 from ddbstreams.cli import _render
+from ddbstreams.cli._common import (
+    PROG,
+    Output,
+    OutputError,
+    UsageError,
+    add_connection_options,
+    note,
+    one_line,
+    positive_int,
+    retry_event,
+    stop_on_signals,
+)
+from ddbstreams.cli._group import add_leases_command, add_run_command
 from ddbstreams.client._streams import RetryNotice, StreamsClient
 from ddbstreams.consuming._consumer import Consumer
 from ddbstreams.model._arn import is_table_name, parse_stream_arn
@@ -120,20 +136,11 @@ from ddbstreams.state._stores import SQLiteCheckpointStore, StoredCheckpoint
 
 __all__ = ["main", "parse_position"]
 
-_PROG = "ddbstreams"
 _POSITION_FORMS = "trim-horizon, latest, at:SEQ or after:SEQ (SEQ: a sequence number of digits)"
-# SIGHUP: the terminal or SSH session of a follow went away, which is a stop like Ctrl-C.
-_STOP_SIGNALS = tuple(
-    s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None
-)
 _TAIL_CHECKPOINT_NAME = "tail"
 """Default ``--name`` of ``tail --checkpoint``: not the stores' ``default``, which consumers
 use, so that tailing a stream never moves a consumer's checkpoint."""
 _BATCH_SIZE = 1000
-
-
-class _UsageError(Exception):
-    """A command line that cannot be run (exit status 2)."""
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -144,7 +151,7 @@ class _ArgumentParser(argparse.ArgumentParser):
     """
 
     def error(self, message: str) -> NoReturn:
-        raise _UsageError(f"{message} (see '{self.prog} --help')")
+        raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
 def parse_position(text: str) -> StartPosition:
@@ -182,72 +189,9 @@ def _position_text(position: StartPosition) -> str:
     return "latest" if position == LATEST else "trim-horizon"
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
-    return value
-
-
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
-    return value
-
-
-def _add_connection_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--endpoint-url",
-        metavar="URL",
-        help="endpoint of DynamoDB and DynamoDB Streams (e.g. DynamoDB Local); default: AWS",
-    )
-    parser.add_argument(
-        "--region",
-        metavar="REGION",
-        help=(
-            "AWS region; default: from the AWS configuration, else the region of a STREAM "
-            "given as an ARN"
-        ),
-    )
-    parser.add_argument(
-        "--connect-timeout",
-        metavar="SECONDS",
-        type=_positive_seconds,
-        default=5.0,
-        help="how long to wait for a connection to the endpoint (default: %(default)g)",
-    )
-    parser.add_argument(
-        "--read-timeout",
-        metavar="SECONDS",
-        type=_positive_seconds,
-        default=30.0,
-        help=(
-            "how long to wait for a response; each request is tried up to 3 times when "
-            "none comes (default: %(default)g)"
-        ),
-    )
-    parser.add_argument(
-        "--credentials-timeout",
-        metavar="SECONDS",
-        type=_positive_seconds,
-        default=60.0,
-        help=(
-            "how long resolving AWS credentials may take, e.g. a credential_process or SSO "
-            "(default: %(default)g)"
-        ),
-    )
-
-
 def _build_parser() -> _ArgumentParser:
     parser = _ArgumentParser(
-        prog=_PROG,
+        prog=PROG,
         description="Read Amazon DynamoDB Streams.",
         epilog="STREAM is a stream ARN or a source table name (its latest stream is used).",
     )
@@ -262,10 +206,12 @@ def _build_parser() -> _ArgumentParser:
     )
     describe.add_argument("stream", metavar="STREAM", help="stream ARN or source table name")
     describe.add_argument("--json", action="store_true", help="print a JSON document instead")
-    _add_connection_options(describe)
+    add_connection_options(describe)
     describe.set_defaults(handler=_cmd_describe)
 
     _add_checkpoints_command(commands)
+    add_run_command(commands)
+    add_leases_command(commands)
 
     demo = commands.add_parser(
         "demo",
@@ -305,7 +251,7 @@ def _add_tail_command(commands: Any) -> None:
         ),
     )
     _add_tail_options(tail)
-    _add_connection_options(tail)
+    add_connection_options(tail)
     tail.set_defaults(handler=_cmd_tail)
 
 
@@ -352,7 +298,7 @@ def _add_tail_options(tail: argparse.ArgumentParser) -> None:
     tail.add_argument(
         "--max-records",
         metavar="N",
-        type=_positive_int,
+        type=positive_int,
         help="stop after N records (also with --follow)",
     )
     _add_output_options(tail)
@@ -456,81 +402,20 @@ def _version() -> str:
 # -- output -------------------------------------------------------------------------------
 
 
-class _OutputError(DDBStreamsError):
-    """stdout cannot be written: closed, full disk, I/O error (exit status 1)."""
-
-
-class _Output:
-    """Buffered binary output: many writes, one flush per batch of records.
-
-    Writes go to the binary buffer of the text stream (no per-line encoding layer). A
-    BrokenPipeError (the reader of our output went away) propagates to :func:`main`; any
-    other failure to write is an :class:`_OutputError`.
-    """
-
-    __slots__ = ("_binary", "_text")
-
-    def __init__(self, text: IO[str]) -> None:
-        self._text = text
-        binary = getattr(text, "buffer", None)
-        self._binary: IO[bytes] | None = binary
-
-    @property
-    def is_terminal(self) -> bool:
-        try:
-            return self._text.isatty()
-        except (AttributeError, ValueError):
-            return False
-
-    @property
-    def unicode(self) -> bool:
-        encoding = (getattr(self._text, "encoding", None) or "").lower().replace("-", "")
-        return encoding.startswith("utf8")
-
-    def write(self, data: bytes) -> None:
-        with self._errors():
-            if self._binary is not None:
-                self._binary.write(data)
-            else:
-                self._text.write(data.decode("utf-8"))
-
-    def write_text(self, text: str) -> None:
-        self.write(text.encode("utf-8"))
-
-    def flush(self) -> None:
-        with self._errors():
-            if self._binary is not None:
-                self._binary.flush()
-            self._text.flush()
-
-    @contextlib.contextmanager
-    def _errors(self) -> Iterator[None]:
-        try:
-            yield
-        except BrokenPipeError:
-            raise  # the reader went away: a normal end (see main)
-        except OSError as exc:
-            raise _OutputError(f"cannot write output: {exc.strerror or exc}") from exc
-        except ValueError as exc:
-            if not getattr(self._text, "closed", False):
-                raise
-            raise _OutputError("cannot write output: stdout is closed") from exc
-
-
-def _use_color(out: _Output) -> bool:
+def _use_color(out: Output) -> bool:
     return out.is_terminal and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
 
 
-def _glyphs(out: _Output) -> _render.Glyphs:
+def _glyphs(out: Output) -> _render.Glyphs:
     return _render.UNICODE if out.unicode else _render.ASCII
 
 
 # -- commands -----------------------------------------------------------------------------
 
 
-def _cmd_tail(args: argparse.Namespace, out: _Output) -> int:
+def _cmd_tail(args: argparse.Namespace, out: Output) -> int:
     if args.name is not None and args.checkpoint is None:
-        raise _UsageError("--name needs --checkpoint FILE")
+        raise UsageError("--name needs --checkpoint FILE")
     try:
         return asyncio.run(_tail(args, out))
     except KeyboardInterrupt:
@@ -539,12 +424,6 @@ def _cmd_tail(args: argparse.Namespace, out: _Output) -> int:
         if args.follow:
             return 0
         raise
-
-
-def _note(message: str) -> None:
-    """An informational line on stderr (never stdout, which carries only records)."""
-    sys.stderr.write(f"{_PROG}: {message}\n")
-    sys.stderr.flush()
 
 
 def _stderr_is_terminal() -> bool:
@@ -565,19 +444,7 @@ def _print_event(event: Event) -> None:
     # made before the reader has started and subscribed to the client.
     if isinstance(event, Throttled | RequestRetried):
         return
-    _note(_render.event_to_text(event))
-
-
-def _retry_event(notice: RetryNotice) -> Throttled | RequestRetried:
-    if notice.throttled:
-        return Throttled(notice.operation, notice.shard_id, notice.attempt, notice.delay)
-    return RequestRetried(
-        notice.operation, notice.shard_id, notice.code, notice.attempt, notice.delay
-    )
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
+    note(_render.event_to_text(event))
 
 
 class _OutageNotices:
@@ -636,12 +503,12 @@ class _OutageNotices:
                 return
             self._unreachable = isinstance(error, EndpointConnectionError)
             what = "stream unreachable" if self._unreachable else "stream reads failing"
-            self._say(f"{what} since {since}, still trying: {_one_line(error)}")
+            self._say(f"{what} since {since}, still trying: {one_line(error)}")
         elif now - self._told_at >= self._remind_every:
             what = "stream still unreachable" if self._unreachable else "stream reads still failing"
             self._say(
                 f"{what} (since {since}, {now - started:.0f} s ago), still trying: "
-                f"{_one_line(error)}"
+                f"{one_line(error)}"
             )
         else:
             return
@@ -675,7 +542,7 @@ class _Watch:
         self._verbose = verbose
         self.stream_disabled = False
         self._outage = (
-            _OutageNotices(clock if clock is not None else SystemClock(), _note) if follow else None
+            _OutageNotices(clock if clock is not None else SystemClock(), note) if follow else None
         )
 
     def attach(self, client: StreamsClient) -> None:
@@ -694,7 +561,7 @@ class _Watch:
         if self._outage is not None:
             self._outage.failed()
         if self._verbose:
-            _note(_render.event_to_text(_retry_event(notice)))
+            note(_render.event_to_text(retry_event(notice)))
 
     def on_response(self, operation: str) -> None:
         if self._outage is not None:
@@ -714,36 +581,7 @@ def _streams_client(args: argparse.Namespace, watch: _Watch | None = None) -> St
     return client
 
 
-@contextlib.contextmanager
-def _stop_on_signals(
-    loop: asyncio.AbstractEventLoop, on_signal: Callable[[signal.Signals], None]
-) -> Iterator[None]:
-    """Call ``on_signal`` on ``loop`` for SIGINT and SIGTERM, then restore the old handlers.
-
-    Where the loop cannot handle signals (Windows, a thread other than the main one), the
-    old handlers stay: Ctrl-C then surfaces as KeyboardInterrupt (see :func:`_cmd_tail`).
-    """
-    installed: list[tuple[signal.Signals, Any]] = []
-    try:
-        for signum in _STOP_SIGNALS:
-            previous = signal.getsignal(signum)
-            try:
-                loop.add_signal_handler(signum, on_signal, signum)
-            except (NotImplementedError, RuntimeError, ValueError):
-                continue
-            installed.append((signum, previous))
-        yield
-    finally:
-        for signum, previous in reversed(installed):
-            loop.remove_signal_handler(signum)
-            # remove_signal_handler resets to the default; put back what was there (e.g.
-            # asyncio.run's own SIGINT handler, which it then removes itself).
-            if previous is not None:
-                with contextlib.suppress(ValueError, TypeError, OSError):
-                    signal.signal(signum, previous)
-
-
-async def _tail(args: argparse.Namespace, out: _Output) -> int:
+async def _tail(args: argparse.Namespace, out: Output) -> int:
     parser = RawParser() if args.raw else DefaultParser()
     render: Callable[[Record], bytes]
     if args.format == "pretty":
@@ -770,10 +608,10 @@ async def _tail(args: argparse.Namespace, out: _Output) -> int:
 
     def on_signal(signum: signal.Signals) -> None:
         if args.verbose and not stop.is_set():
-            _note(f"{signum.name} received, stopping")
+            note(f"{signum.name} received, stopping")
         stop.set()
 
-    with _stop_on_signals(asyncio.get_running_loop(), on_signal):
+    with stop_on_signals(asyncio.get_running_loop(), on_signal):
         # The signal handlers are in place before the reader starts, so a stop requested
         # while the stream is being resolved is honoured too.
         await until_stopped(work, stop)
@@ -784,7 +622,7 @@ async def _tail_plain(
     args: argparse.Namespace,
     parser: RawParser | DefaultParser,
     render: Callable[[Record], bytes],
-    out: _Output,
+    out: Output,
     watch: _Watch,
     *,
     announce: bool,
@@ -840,7 +678,7 @@ class _Printer:
 
     __slots__ = ("_limit", "_out", "_render", "consumer", "error", "printed")
 
-    def __init__(self, render: Callable[[Record], bytes], out: _Output, limit: int | None) -> None:
+    def __init__(self, render: Callable[[Record], bytes], out: Output, limit: int | None) -> None:
         self._render = render
         self._out = out
         self._limit = limit
@@ -896,19 +734,19 @@ class _StartNotes:
         where = self._where
         if isinstance(event.start, Checkpoint):
             if self._from_given:
-                _note(
+                note(
                     f"resuming from the checkpoint in {where}; --from only applies when "
                     "no checkpoint is stored"
                 )
             elif self._announce:
-                _note(f"resuming from the checkpoint in {where}")
+                note(f"resuming from the checkpoint in {where}")
         elif self._announce:
-            _note(
+            note(
                 f"no checkpoint in {where} for this stream yet: starting at "
                 f"{_position_text(event.start)}"
             )
         if self._announce:
-            _note(_reading_text(event.stream_arn, follow=self._follow))
+            note(_reading_text(event.stream_arn, follow=self._follow))
 
 
 def _reading_text(stream_arn: str, *, follow: bool) -> str:
@@ -921,7 +759,7 @@ async def _tail_checkpointed(
     args: argparse.Namespace,
     parser: RawParser | DefaultParser,
     render: Callable[[Record], bytes],
-    out: _Output,
+    out: Output,
     watch: _Watch,
     *,
     announce: bool,
@@ -971,7 +809,7 @@ async def _tail_checkpointed(
     finally:
         await store.close()
     if args.verbose:
-        _note(f"checkpoint saved in {where}")
+        note(f"checkpoint saved in {where}")
 
 
 async def _run_printing(
@@ -984,13 +822,13 @@ async def _run_printing(
             raise printer.error
         if consumer.follow and not printer.reached_limit and watch.stream_disabled:
             # Otherwise a follow that stops with status 0 and no word looks like a crash.
-            _note(
+            note(
                 f"stream {consumer.stream_arn} was disabled (table deleted or stream turned "
                 "off); every record it holds was read"
             )
     finally:
         if verbose and notes.started:
-            _note("reader stopped")
+            note("reader stopped")
 
 
 def _tail_error(
@@ -1012,7 +850,7 @@ def _tail_error(
         moving = _move_away_hint(error.path)
         return CheckpointError(f"{error}; {moving} (or use another --checkpoint FILE)")
     hint = (
-        f"to start over: {_PROG} checkpoints reset {shlex.quote(str(store.path))} "
+        f"to start over: {PROG} checkpoints reset {shlex.quote(str(store.path))} "
         f"--name {shlex.quote(name)} --stream {consumer.stream_arn} --yes"
     )
     if isinstance(error, TrimmedDataError):
@@ -1057,7 +895,7 @@ async def _sized_batches(
 async def _copy(
     reader: StreamReader[Record],
     render: Callable[[Record], bytes],
-    out: _Output,
+    out: Output,
     limit: int | None,
     *,
     verbose: bool,
@@ -1076,7 +914,7 @@ async def _copy(
         async with reader:
             started = True
             if verbose if announce is None else announce:
-                _note(_reading_text(reader.stream_arn, follow=reader.follow))
+                note(_reading_text(reader.stream_arn, follow=reader.follow))
             printed = 0
             async with contextlib.aclosing(_sized_batches(reader, limit)) as batches:
                 async for batch in batches:
@@ -1088,20 +926,20 @@ async def _copy(
             ended_by_itself = limit is None or printed < limit
             if reader.follow and ended_by_itself and watch is not None and watch.stream_disabled:
                 # Otherwise a follow that stops with status 0 and no word looks like a crash.
-                _note(
+                note(
                     f"stream {reader.stream_arn} was disabled (table deleted or stream turned "
                     "off); every record it holds was read"
                 )
     finally:
         if verbose and started:
-            _note("reader stopped")
+            note("reader stopped")
 
 
-def _cmd_describe(args: argparse.Namespace, out: _Output) -> int:
+def _cmd_describe(args: argparse.Namespace, out: Output) -> int:
     return asyncio.run(_describe(args, out))
 
 
-async def _describe(args: argparse.Namespace, out: _Output) -> int:
+async def _describe(args: argparse.Namespace, out: Output) -> int:
     async with _streams_client(args) as client:
         stream_arn = await client.resolve_stream(args.stream)
         description = await client.describe_stream(stream_arn)
@@ -1125,7 +963,7 @@ def _stream_filter(stream: str | None) -> Callable[[str], bool]:
         wanted = parse_stream_arn(stream).text
         return lambda arn: arn == wanted
     if not is_table_name(stream):
-        raise _UsageError(
+        raise UsageError(
             f"--stream {stream!r} is neither a stream ARN nor a table name (3-255 characters "
             "of a-z, A-Z, 0-9, '_', '-' and '.')"
         )
@@ -1176,7 +1014,7 @@ def _select(
     return [s for s in stored if (name is None or s.name == name) and matches(s.stream_arn)]
 
 
-def _cmd_checkpoints_show(args: argparse.Namespace, out: _Output) -> int:
+def _cmd_checkpoints_show(args: argparse.Namespace, out: Output) -> int:
     matches = _stream_filter(args.stream)
     path = _checkpoint_file(args.file)
     with SQLiteCheckpointStore(path) as store:
@@ -1207,10 +1045,10 @@ def _confirm(question: str) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
-def _cmd_checkpoints_reset(args: argparse.Namespace, out: _Output) -> int:
+def _cmd_checkpoints_reset(args: argparse.Namespace, out: Output) -> int:
     matches = _stream_filter(args.stream)
     if not args.yes and not _stdin_is_terminal():
-        raise _UsageError(
+        raise UsageError(
             "refusing to reset without --yes (stdin is not a terminal to ask for confirmation)"
         )
     path = _checkpoint_file(args.file)
@@ -1254,7 +1092,7 @@ def _cmd_checkpoints_reset(args: argparse.Namespace, out: _Output) -> int:
         sys.stderr.write("".join(f"  {line}\n" for line in lines))
         count = f"{len(targets)} checkpoint{'s' if len(targets) != 1 else ''}"
         if not _confirm(f"reset {count} in {path}?"):
-            _note("nothing reset")
+            note("nothing reset")
             return 1
     with SQLiteCheckpointStore(path) as store:
         for name, arn, _ in targets:
@@ -1334,7 +1172,7 @@ def _write_bulk(client: Any, table_name: str, count: int) -> None:
 
 
 async def _read_back(
-    stream_arn: str, client_kwargs: dict[str, Any], out: _Output, shown: int
+    stream_arn: str, client_kwargs: dict[str, Any], out: Output, shown: int
 ) -> tuple[Counter[str], int, float]:
     """Read the whole stream once, printing the first ``shown`` records as they arrive.
 
@@ -1383,7 +1221,7 @@ def _write_showcase(table: Any) -> int:
     return len(items) + 6 + 3
 
 
-def _cmd_demo(args: argparse.Namespace, out: _Output) -> int:
+def _cmd_demo(args: argparse.Namespace, out: Output) -> int:
     from ddbstreams.local import DynamoDBLocal
 
     clock = SystemClock()
@@ -1433,7 +1271,7 @@ def _cmd_demo(args: argparse.Namespace, out: _Output) -> int:
 def _error(message: str) -> None:
     line = " ".join(message.split()) or "unknown error"
     if sys.stderr is not None:  # closed too: the exit status is all there is
-        sys.stderr.write(f"{_PROG}: error: {line}\n")
+        sys.stderr.write(f"{PROG}: error: {line}\n")
         sys.stderr.flush()
 
 
@@ -1459,8 +1297,8 @@ class _StderrLogHandler(logging.Handler):
             line = " ".join(record.getMessage().split())
             error = record.exc_info[1] if record.exc_info else None
             if error is not None:
-                line += f" ({type(error).__name__}: {_one_line(error)})"
-            text = f"{_PROG}: warning: {line}\n"
+                line += f" ({type(error).__name__}: {one_line(error)})"
+            text = f"{PROG}: warning: {line}\n"
             if self._verbose and record.exc_info:
                 text += "".join(traceback.format_exception(*record.exc_info))
             if sys.stderr is not None:
@@ -1500,7 +1338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     try:
         args = parser.parse_args(argv)
-    except _UsageError as exc:
+    except UsageError as exc:
         _error(str(exc))
         return 2
     except SystemExit as exc:  # --help and --version print and "exit" successfully
@@ -1508,7 +1346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if sys.stdout is None:  # started with stdout closed (`>&-`)
         _error("cannot write output: stdout is closed")
         return 1
-    out = _Output(sys.stdout)
+    out = Output(sys.stdout)
     try:
         with _logging_to_stderr(verbose=getattr(args, "verbose", False)):
             status: int = args.handler(args, out)
@@ -1518,13 +1356,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         _silence_stdout()
         return 0
-    except _OutputError as exc:
+    except OutputError as exc:
         # What could not be written is still buffered: the interpreter's final flush would
         # fail again and print a traceback.
         _silence_stdout()
         _error(str(exc))
         return 1
-    except _UsageError as exc:
+    except UsageError as exc:
         _error(str(exc))
         return 2
     except ConfigurationError as exc:
