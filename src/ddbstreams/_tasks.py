@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from ddbstreams._clock import Clock
 
-__all__ = ["first_error", "run_in_daemon_thread", "until_stopped", "wait_tasks"]
+__all__ = ["TaskSet", "first_error", "run_in_daemon_thread", "until_stopped", "wait_tasks"]
 
 R = TypeVar("R")
 
@@ -124,3 +124,27 @@ async def run_in_daemon_thread(function: Callable[..., R], *args: Any, name: str
 
     threading.Thread(target=target, name=name, daemon=True).start()
     return await future
+
+
+class TaskSet:
+    """Owns tasks started on their own (not awaited by whoever starts them): keeps them
+    referenced until they end, and :meth:`aclose` cancels those still running and waits
+    for them. For work a component starts from a callback or a loop that must not wait
+    for it; the component closes its set when it stops."""
+
+    __slots__ = ("_tasks",)
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, work: Coroutine[Any, Any, Any], *, name: str | None = None) -> None:
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def aclose(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)

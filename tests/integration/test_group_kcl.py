@@ -125,9 +125,13 @@ async def test_a_group_adopts_a_java_kcl_table_and_leaves_a_valid_one(
     stored = await scan(server, group)
     leases = [kcl_from_dynamo_record(item) for item in stored]
     assert None in leases  # the KCL 3.x worker-metrics item is still there, still no lease
-    by_key = {lease["leaseKey"]: (lease, item) for lease, item in zip(leases, stored) if lease}
+    by_key = {
+        lease["leaseKey"]: (lease, item)
+        for lease, item in zip(leases, stored, strict=True)
+        if lease
+    }
     assert set(by_key) <= set(items)
-    for key, (lease, item) in by_key.items():
+    for key, (lease, _) in by_key.items():
         assert lease["leaseCounter"] > int(items[key]["leaseCounter"]["N"]) or key not in taken
         assert lease["leaseOwner"] is None  # released at the stop
     second = sorted(s.shard_id for s in sim.shards() if s.parent_shard_id is None)[1]

@@ -56,7 +56,7 @@ from ddbstreams._events import (
     LeaseTaken,
     WorkerJoined,
 )
-from ddbstreams._tasks import until_stopped
+from ddbstreams._tasks import TaskSet, until_stopped
 from ddbstreams.client._backoff import exponential_delay
 from ddbstreams.client._streams import StreamsClient
 from ddbstreams.coordination._discovery import deletable_leases, leases_to_create
@@ -119,13 +119,15 @@ class GroupWorker:
         self._taking = True
         self._wake_planner = asyncio.Event()
         self._wake_heartbeat = asyncio.Event()
+        self._beating = asyncio.Lock()
+        self._left = False
         self._members: dict[str, tuple[str, int]] = {}
         self._workers: list[WorkerRecord] = []
         self._alive: tuple[str, ...] = ()
         self._foreign: frozenset[str] = frozenset()
         self._last_discovery: float | None = None
         self._started_at = datetime.now(UTC).isoformat(timespec="seconds")
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._background = TaskSet()
 
     @property
     def group(self) -> str:
@@ -245,8 +247,12 @@ class GroupWorker:
         the group. Publishes what fails; never raises a service error."""
         self.stop_taking()
         await asyncio.gather(*(self._hand_off(key, "stopping") for key in list(self._held)))
-        with contextlib.suppress(DDBStreamsError):
-            await self._table.remove_worker(self.worker_id)
+        # No heartbeat may write the item back after it is removed: wait for the one in
+        # flight, if any, and let no other start.
+        async with self._beating:
+            self._left = True
+            with contextlib.suppress(DDBStreamsError):
+                await self._table.remove_worker(self.worker_id)
 
     # -- heartbeat and membership -----------------------------------------------------------
 
@@ -254,6 +260,11 @@ class GroupWorker:
         return self._renewed_at is not None and now - self._renewed_at < self._options.failover_time
 
     async def _heartbeat(self) -> None:
+        async with self._beating:
+            if not self._left:
+                await self._beat()
+
+    async def _beat(self) -> None:
         sent = self._clock.monotonic()
         if self._held and not self._renewed(sent):
             # The last renewal is older than the failover time (the process was paused, or
@@ -351,7 +362,7 @@ class GroupWorker:
         for lease in self._to_take(plan):
             await self._take(lease)
         for key in plan.release:
-            self._spawn(self._hand_off(key, "balance"))
+            self._background.spawn(self._hand_off(key, "balance"))
         if plan.leader:
             await self._lead({lease.key: lease for lease in leases}, now)
 
@@ -420,7 +431,7 @@ class GroupWorker:
             return
         self._publish_lost(shard_id, reason)
         if self._host is not None:
-            self._spawn(self._host.stop_shard(shard_id))
+            self._background.spawn(self._host.stop_shard(shard_id))
 
     def _publish_lost(self, shard_id: str, reason: str) -> None:
         self._events.publish(LeaseLost(self.group, shard_id, self.worker_id, reason))
@@ -467,23 +478,9 @@ class GroupWorker:
             lock = self._locks[shard_id] = asyncio.Lock()
         return lock
 
-    def _spawn(self, work: Awaitable[object]) -> None:
-        """Run ``work`` on its own; the worker keeps a reference until it ends."""
-
-        async def run() -> None:
-            await work
-
-        task = asyncio.get_running_loop().create_task(run())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def aclose(self) -> None:
-        """Cancel what :meth:`_spawn` started and wait for it."""
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
+        """Cancel the hand-offs and shard stops still running, and wait for them."""
+        await self._background.aclose()
 
 
 async def child_shard_ids(
