@@ -74,10 +74,11 @@ class Worker:
         *,
         options: GroupOptions = FAST,
         delay: float = 0.0,
+        client: StreamsClient | None = None,
         **consumer_options: Any,
     ) -> None:
         self.worker_id = worker_id
-        self.client = local_client(endpoint_url)
+        self.client = client or local_client(endpoint_url)
         self.consumer = Consumer(
             stream,
             handled.handler(worker_id, delay),

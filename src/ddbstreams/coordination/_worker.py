@@ -37,7 +37,7 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -188,7 +188,8 @@ class GroupWorker:
     async def checkpoint(self, shard_id: str, checkpoint: str) -> bool:
         """Store ``checkpoint`` in the lease of ``shard_id``; False if it is not held (any
         more): a lease found taken by another worker is lost (:class:`LeaseLost`). Other
-        errors (after retries) are raised; the lease is kept."""
+        errors (after retries) are published (:class:`GroupError`); the lease is kept and
+        the next save writes the newer position."""
         async with self._lock(shard_id):
             lease = self._held.get(shard_id)
             if lease is None or not self.holds(shard_id):
@@ -201,6 +202,12 @@ class GroupWorker:
                 )
             except LeaseLostError as error:
                 self._lose(shard_id, str(error))
+                return False
+            except DDBStreamsError as error:
+                # Kept for the next save (or the hand-off): the lease is still ours.
+                self._events.publish(
+                    GroupError(self.group, f"checkpointing {shard_id}", str(error))
+                )
                 return False
         self._saved(shard_id, checkpoint)
         return True
@@ -445,27 +452,11 @@ class GroupWorker:
         if leases and last is not None and now - last < self._options.discovery_interval:
             return
         self._last_discovery = now
-        description = await self._client.describe_stream(self._stream_arn)
-        due = leases_to_create(description.shards, leases, from_latest=self._from_latest)
-        created = [
-            new.shard_id
-            for new in due
-            if await self._table.create_lease(
-                new.shard_id,
-                new.checkpoint,
-                parent_shard_ids=(new.parent_shard_id,) if new.parent_shard_id else (),
-                stream_arn=self._stream_arn,
-            )
-        ]
-        for key in deletable_leases(leases):
-            await self._table.delete_finished(key)
-        # Items of workers that are gone (crashed, or paused for long) and own no lease
-        # any more; one that comes back writes its item again with its next heartbeat.
-        owners = {lease.owner for lease in leases.values()}
         alive = self._liveness.alive(now) | {self.worker_id}
-        for worker in self._workers:
-            if worker.worker_id not in alive and worker.worker_id not in owners:
-                await self._table.remove_worker(worker.worker_id)
+        created = await maintain(
+            self._table, self._client, self._stream_arn, leases, from_latest=self._from_latest
+        )
+        await remove_departed(self._table, self._workers, leases, alive)
         if created:
             self._events.publish(LeasesCreated(self.group, tuple(created)))
             self._announce_changes()
@@ -502,3 +493,40 @@ async def child_shard_ids(
         if clock.monotonic() >= deadline:
             return []
         await clock.sleep(exponential_delay(0.2, 5.0, attempt))
+
+
+async def maintain(
+    table: LeaseTable,
+    client: StreamsClient,
+    stream_arn: str,
+    leases: Mapping[str, Lease],
+    *,
+    from_latest: bool,
+) -> list[str]:
+    """The leader's discovery: create the leases the stream's listing says are due, delete
+    finished leases nothing needs (:mod:`._discovery`). Returns the shards given leases."""
+    description = await client.describe_stream(stream_arn)
+    created = []
+    for new in leases_to_create(description.shards, leases, from_latest=from_latest):
+        parents = (new.parent_shard_id,) if new.parent_shard_id else ()
+        if await table.create_lease(
+            new.shard_id, new.checkpoint, parent_shard_ids=parents, stream_arn=stream_arn
+        ):
+            created.append(new.shard_id)
+    for key in deletable_leases(leases):
+        await table.delete_finished(key)
+    return created
+
+
+async def remove_departed(
+    table: LeaseTable,
+    workers: Iterable[WorkerRecord],
+    leases: Mapping[str, Lease],
+    alive: frozenset[str],
+) -> None:
+    """Remove the items of workers that are gone (crashed, or paused for long) and own no
+    lease any more; one that comes back writes its item again with its next heartbeat."""
+    owners = {lease.owner for lease in leases.values()}
+    for worker in workers:
+        if worker.worker_id not in alive and worker.worker_id not in owners:
+            await table.remove_worker(worker.worker_id)
