@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from ddbstreams._clock import Clock
 from ddbstreams._errors import ConfigurationError
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "CREDENTIALS_CODES",
     "RETRYABLE_CODES",
     "THROTTLING_CODES",
+    "CallPacer",
     "Decision",
     "RetryPolicy",
     "backoff_cap",
@@ -183,3 +185,24 @@ def next_call_slot(previous_slots: list[float], now: float, rate: float, window:
     if len(recent) < allowed:
         return now
     return recent[-allowed] + window
+
+
+class CallPacer:
+    """Keeps calls within ``rate`` per second (any one-second window) on ``clock``: await
+    :meth:`wait` before each call. Shared by every task that makes such calls (a reader's
+    DescribeStream calls; a worker's child-shard queries)."""
+
+    __slots__ = ("_clock", "_rate", "_slots")
+
+    def __init__(self, rate: float, clock: Clock) -> None:
+        self._rate = rate
+        self._clock = clock
+        self._slots: list[float] = []
+
+    async def wait(self) -> None:
+        """Return when the next call may start (at once while under the rate)."""
+        now = self._clock.monotonic()
+        slot = next_call_slot(self._slots, now, self._rate, 1.0)
+        self._slots = [t for t in self._slots if t > now - 1.0] + [slot]
+        if slot > now:
+            await self._clock.sleep(slot - now)

@@ -60,6 +60,7 @@ from ddbstreams._events import (
     Event,
     EventHub,
     RecordsGivenUp,
+    StreamReplaced,
     log_event,
 )
 from ddbstreams._tasks import run_in_daemon_thread, until_stopped, wait_tasks
@@ -70,6 +71,7 @@ from ddbstreams.coordination._lease import LATEST_CHECKPOINT
 from ddbstreams.coordination._options import GroupOptions, default_worker_id
 from ddbstreams.coordination._table import LeaseTable
 from ddbstreams.coordination._worker import GroupWorker
+from ddbstreams.model._arn import is_table_name
 from ddbstreams.model._decode import dumps_plain_json
 from ddbstreams.model._encode import encode_item
 from ddbstreams.model._parser import Parser
@@ -1288,6 +1290,7 @@ class Consumer:
         self._idle = asyncio.Event()
         self._idle.set()
         self._stop = asyncio.Event()
+        self._stop_requested = False
         self._stream_arn: str | None = None
         self._pass: _Pass | None = None
         self._worker: GroupWorker | None = None
@@ -1377,6 +1380,7 @@ class Consumer:
         finally:
             # A stop ends this run only; the next run() runs until it is stopped again.
             self._stop.clear()
+            self._stop_requested = False
             self._pass = None
             self._events.end_subscriptions()
             try:
@@ -1390,6 +1394,7 @@ class Consumer:
         """Ask :meth:`run` to stop as :meth:`stop` does, without waiting for it: for a
         handler (which :meth:`stop` would wait for) or a signal handler. Idempotent."""
         self._stop.set()
+        self._stop_requested = True
         if self._lifecycle is ConsumerLifecycle.RUNNING:
             self._set_lifecycle(ConsumerLifecycle.STOPPING)
 
@@ -1451,8 +1456,23 @@ class Consumer:
                 self._saved = consumed.checkpoint()
 
     async def _run_in_group(self, group: str, stream_arn: str) -> None:
-        """Join ``group``, then process the shards whose leases this worker holds until
-        stopped; then hand every lease off (in-flight batches finish, checkpoint, release)."""
+        """Work in ``group`` until stopped. When the stream ends (disabled and processed to
+        its end), a consumer configured by table name goes on with the table's new stream,
+        if it has one (:class:`StreamReplaced`), from its start; otherwise the run is over."""
+        assert self._client is not None
+        while await self._work_in_group(group, stream_arn) and not self._stop_requested:
+            replaced_by = await self._client.resolve_stream(self._stream)
+            if is_table_name(self._stream) and replaced_by != stream_arn:
+                self._events.publish(StreamReplaced(group, stream_arn, replaced_by))
+                self._stop.clear()
+                stream_arn = self._stream_arn = replaced_by
+                continue
+            return
+
+    async def _work_in_group(self, group: str, stream_arn: str) -> bool:
+        """Join ``group`` on ``stream_arn``, then process the shards whose leases this worker
+        holds until stopped or the stream ended (True); then hand every lease off
+        (in-flight batches finish, checkpoint, release)."""
         assert self._client is not None
         table = LeaseTable(self._client.tables, group, clock=self._clock)
         worker = GroupWorker(
@@ -1484,12 +1504,13 @@ class Consumer:
                 start = self.options.starting_position
                 self._events.publish(ConsumerStarted(stream_arn, self._name, start))
                 try:
-                    await _consume_in_group(consumed, worker)
+                    await _consume_in_group(consumed, worker, self._stop)
                 finally:
                     self._saved = consumed.checkpoint()
         finally:
             self._worker = None
             await asyncio.shield(worker.aclose())
+        return worker.stream_ended.is_set()
 
     def _begin(
         self,
@@ -1542,13 +1563,19 @@ class Consumer:
         await checkpointer.save_at_exit(consumed.checkpoint, None)
 
 
-async def _consume_in_group(consumed: _Pass, worker: GroupWorker) -> None:
-    """Run the pass with the worker's loops beside it; when the pass ends (stopped, or
-    failed), hand every lease off before the loops stop, so that leases stay renewed until
-    they are released. Cancellation hands off too (shielded)."""
+async def _consume_in_group(consumed: _Pass, worker: GroupWorker, stop: asyncio.Event) -> None:
+    """Run the pass with the worker's loops beside it until ``stop`` is set or the stream
+    ended (which sets it); then hand every lease off before the loops stop, so that leases
+    stay renewed until they are released. Cancellation hands off too (shielded)."""
+
+    async def stop_at_stream_end() -> None:
+        await worker.stream_ended.wait()
+        stop.set()
+
     try:
         async with asyncio.TaskGroup() as group:
             loops = group.create_task(worker.run(), name="ddbstreams-worker")
+            watch = group.create_task(stop_at_stream_end(), name="ddbstreams-stream-end")
             try:
                 await consumed.consume()
             finally:
@@ -1556,6 +1583,7 @@ async def _consume_in_group(consumed: _Pass, worker: GroupWorker) -> None:
                     await asyncio.shield(worker.leave())
                 finally:
                     loops.cancel()
+                    watch.cancel()
     except BaseExceptionGroup as failed:
         raise _first_leaf(failed) from None
 

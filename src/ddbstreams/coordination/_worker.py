@@ -57,7 +57,7 @@ from ddbstreams._events import (
     WorkerJoined,
 )
 from ddbstreams._tasks import TaskSet, until_stopped
-from ddbstreams.client._backoff import exponential_delay
+from ddbstreams.client._backoff import CallPacer, exponential_delay
 from ddbstreams.client._streams import StreamsClient
 from ddbstreams.coordination._discovery import deletable_leases, leases_to_create
 from ddbstreams.coordination._lease import SHARD_END_CHECKPOINT, TRIM_HORIZON_CHECKPOINT, Lease
@@ -67,6 +67,10 @@ from ddbstreams.coordination._table import LeaseTable, WorkerRecord, WorkerState
 from ddbstreams.model._position import ShardStart
 
 __all__ = ["GroupWorker", "ShardHost"]
+
+_DESCRIBE_RATE = 2.0
+"""DescribeStream calls a worker makes per second at most for the children of the shards
+it finished: a stream allows 10 per second, shared by every worker and reader of it."""
 
 _CHILD_DISCOVERY_TIMEOUT = 30.0
 """How long a worker that finished a shard keeps asking for its children (they may be
@@ -128,6 +132,9 @@ class GroupWorker:
         self._last_discovery: float | None = None
         self._started_at = datetime.now(UTC).isoformat(timespec="seconds")
         self._background = TaskSet()
+        #: Set once the stream is disabled and every shard of it was processed to its end.
+        self.stream_ended = asyncio.Event()
+        self._describe_pacer = CallPacer(_DESCRIBE_RATE, clock)
 
     @property
     def group(self) -> str:
@@ -220,7 +227,9 @@ class GroupWorker:
         it ``SHARD_END`` and let it go. Errors are published; the next owner of the lease
         reads the (empty) rest of the shard and finishes it."""
         try:
-            children = await child_shard_ids(self._client, self._stream_arn, shard_id, self._clock)
+            children = await child_shard_ids(
+                self._client, self._stream_arn, shard_id, self._clock, self._describe_pacer
+            )
             async with self._lock(shard_id):
                 lease = self._held.get(shard_id)
                 if lease is None:
@@ -366,10 +375,14 @@ class GroupWorker:
             if lease is None or lease.owner != self.worker_id:
                 owner = "deleted" if lease is None else f"taken by {lease.owner or 'nobody'}"
                 self._lose(shard_id, f"lease {owner}")
-        for lease in self._to_take(plan):
+        for key in [k for k, lock in self._locks.items() if k not in by_key and not lock.locked()]:
+            del self._locks[key]  # the lease is gone (finished and deleted)
+        for lease in plan.take if self._taking else ():
             await self._take(lease)
         for key in plan.release:
             self._background.spawn(self._hand_off(key, "balance"))
+        if leases and all(lease.finished for lease in leases) and not self.stream_ended.is_set():
+            await self._check_stream_end()
         if plan.leader:
             await self._lead({lease.key: lease for lease in leases}, now)
 
@@ -390,8 +403,13 @@ class GroupWorker:
             max_leases=self._options.max_leases,
         )
 
-    def _to_take(self, plan: LeasePlan) -> tuple[Lease, ...]:
-        return plan.take if self._taking else ()
+    async def _check_stream_end(self) -> None:
+        """Every lease of the stream is finished: if the stream is disabled, it was read to
+        its end (no shard will ever come): set :attr:`stream_ended`."""
+        await self._describe_pacer.wait()
+        description = await self._client.describe_stream_page(self._stream_arn, limit=1)
+        if description.stream_status in ("DISABLING", "DISABLED"):
+            self.stream_ended.set()
 
     async def _take(self, lease: Lease) -> None:
         host = self._host
@@ -464,10 +482,8 @@ class GroupWorker:
     # -- helpers ----------------------------------------------------------------------------
 
     def _lock(self, shard_id: str) -> asyncio.Lock:
-        lock = self._locks.get(shard_id)
-        if lock is None:
-            lock = self._locks[shard_id] = asyncio.Lock()
-        return lock
+        """Serialises the writes of one lease (each is conditional on the last one's counter)."""
+        return self._locks.setdefault(shard_id, asyncio.Lock())
 
     async def aclose(self) -> None:
         """Cancel the hand-offs and shard stops still running, and wait for them."""
@@ -475,7 +491,7 @@ class GroupWorker:
 
 
 async def child_shard_ids(
-    client: StreamsClient, stream_arn: str, shard_id: str, clock: Clock
+    client: StreamsClient, stream_arn: str, shard_id: str, clock: Clock, pacer: CallPacer
 ) -> list[str]:
     """The ids of ``shard_id``'s children, asking again while they are not listed yet
     (empty for a shard of a disabled stream, or when they stay unlisted for
@@ -483,10 +499,12 @@ async def child_shard_ids(
     deadline = clock.monotonic() + _CHILD_DISCOVERY_TIMEOUT
     attempt = 0
     while True:
+        await pacer.wait()
         children = await client.child_shards(stream_arn, shard_id)
         if children:
             return sorted(child.shard_id for child in children)
-        description = await client.describe_stream(stream_arn)
+        await pacer.wait()  # one page tells the stream's status; no full listing
+        description = await client.describe_stream_page(stream_arn, limit=1)
         if description.stream_status in ("DISABLING", "DISABLED"):
             return []
         attempt += 1

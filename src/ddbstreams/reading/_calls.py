@@ -18,7 +18,7 @@ from typing import TypeVar
 from ddbstreams._clock import Clock
 from ddbstreams._errors import EndpointConnectionError, ServiceError, ThrottledError
 from ddbstreams._events import EventHub, ReaderError
-from ddbstreams.client._backoff import exponential_delay, next_call_slot
+from ddbstreams.client._backoff import CallPacer, exponential_delay
 from ddbstreams.client._streams import StreamsClient
 from ddbstreams.model._types import Shard, StreamDescription
 from ddbstreams.reading._options import ReaderOptions
@@ -35,7 +35,7 @@ class StreamCalls:
     """Calls about one stream, shared by a reader's fetchers and coordinator."""
 
     __slots__ = (
-        "_describe_slots",
+        "_describe_pacer",
         "client",
         "clock",
         "events",
@@ -62,7 +62,7 @@ class StreamCalls:
         self.events = events
         self.follow = follow
         self.request_slots = asyncio.Semaphore(options.max_concurrent_requests)
-        self._describe_slots: list[float] = []
+        self._describe_pacer = CallPacer(options.describe_rate, clock)
 
     async def retry_transient(self, call: Callable[[], Awaitable[R]], shard_id: str | None) -> R:
         """Run ``call``; in follow mode, keep retrying the errors a long-running reader
@@ -83,11 +83,7 @@ class StreamCalls:
 
     async def paced(self, call: Callable[[], Awaitable[R]]) -> R:
         """Run a DescribeStream ``call`` once the reader is within ``describe_rate``."""
-        now = self.clock.monotonic()
-        slot = next_call_slot(self._describe_slots, now, self.options.describe_rate, 1.0)
-        self._describe_slots = [t for t in self._describe_slots if t > now - 1.0] + [slot]
-        if slot > now:
-            await self.clock.sleep(slot - now)
+        await self._describe_pacer.wait()
         return await call()
 
     async def describe(self) -> StreamDescription:
