@@ -268,7 +268,10 @@ def test_scale_out_balances_without_flapping_and_scale_in_leaves_no_gap(group16:
         for worker in ("w2", "w3", "w4"):
             group.start(worker)
         balanced = wait_until(
-            lambda: sorted(group.counts().values()) == [4, 4, 4, 4], 60, "balance 1 -> 4"
+            lambda: sorted(group.counts().values()) == [4, 4, 4, 4],
+            60,
+            "balance 1 -> 4",
+            lambda: f"counts {group.counts()}, last events {group.events()[-12:]}",
         )
         settled = group.owners()
         time.sleep(8)
