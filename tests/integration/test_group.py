@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ddbstreams import LeaseReleased, LeaseTaken
+from ddbstreams import LeaseReleased, LeasesCreated, LeaseTaken
 from ddbstreams.coordination import LeaseTable
 from ddbstreams.local import DynamoDBLocal
 from ddbstreams.testing import SimulatorServer, StreamSimulator
@@ -114,3 +114,29 @@ async def test_two_workers_share_the_shards_and_a_planned_stop_hands_them_over(
     } == {"stopping"}
     taken = [e for w, e in handled.events if w == "w2" and isinstance(e, LeaseTaken)]
     assert len({e.shard_id for e in taken}) == SHARDS
+
+
+async def test_child_leases_are_created_exactly_once_whichever_worker_finishes_the_parent(
+    sim: StreamSimulator, server: SimulatorServer
+) -> None:
+    group = group_name()
+    handled = Handled()
+    write_round(sim, 0)
+    first = Worker(server.endpoint_url, sim.stream_arn, group, handled, "w1")
+    second = Worker(server.endpoint_url, sim.stream_arn, group, handled, "w2")
+    async with running(first, second):
+        await wait_for(lambda: len(handled.calls) >= SHARDS, within=30)
+        parents = list(sim.open_shard_ids())
+        for shard_id in parents:
+            sim.roll_over(shard_id)
+        write_round(sim, 1)
+        await wait_for(lambda: len(handled.calls) >= 2 * SHARDS, within=30)
+    created = [
+        shard_id
+        for _, event in handled.events
+        if isinstance(event, LeasesCreated)
+        for shard_id in event.shard_ids
+    ]
+    children = set(sim.open_shard_ids())
+    assert sorted(c for c in created if c in children) == sorted(children)
+    assert_complete_in_item_order(sim, handled.records(), exactly_once=True)

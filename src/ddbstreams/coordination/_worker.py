@@ -34,11 +34,7 @@ group), :meth:`holds` (before each batch), :meth:`checkpoint`, :meth:`finish_sha
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import socket
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 from ddbstreams._clock import Clock
@@ -47,7 +43,6 @@ from ddbstreams._events import (
     CheckpointSaved,
     EventHub,
     ForeignWorkers,
-    GroupChanged,
     GroupError,
     LeaseLost,
     LeaseReleased,
@@ -56,14 +51,15 @@ from ddbstreams._events import (
     LeaseTaken,
     WorkerJoined,
 )
-from ddbstreams._tasks import TaskSet, until_stopped
+from ddbstreams._tasks import TaskSet
 from ddbstreams.client._backoff import CallPacer, exponential_delay
 from ddbstreams.client._streams import StreamsClient
 from ddbstreams.coordination._discovery import deletable_leases, leases_to_create
 from ddbstreams.coordination._lease import SHARD_END_CHECKPOINT, TRIM_HORIZON_CHECKPOINT, Lease
+from ddbstreams.coordination._membership import Membership, repeat
 from ddbstreams.coordination._options import GroupOptions
-from ddbstreams.coordination._planning import LeasePlan, Liveness, plan_leases
-from ddbstreams.coordination._table import LeaseTable, WorkerRecord, WorkerState
+from ddbstreams.coordination._planning import LeasePlan, plan_leases
+from ddbstreams.coordination._table import LeaseTable, WorkerRecord
 from ddbstreams.model._position import ShardStart
 
 __all__ = ["GroupWorker", "ShardHost"]
@@ -115,22 +111,24 @@ class GroupWorker:
         self._host: ShardHost | None = None
         self._held: dict[str, Lease] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._liveness = Liveness(options.failover_time)
-        self._beats = 0
-        self._changes = 0
-        self._renewed_at: float | None = None
-        self._state = WorkerState.RUNNING
         self._taking = True
         self._wake_planner = asyncio.Event()
-        self._wake_heartbeat = asyncio.Event()
-        self._beating = asyncio.Lock()
-        self._left = False
-        self._members: dict[str, tuple[str, int]] = {}
-        self._workers: list[WorkerRecord] = []
-        self._alive: tuple[str, ...] = ()
-        self._foreign: frozenset[str] = frozenset()
+        self._membership = Membership(
+            table,
+            worker_id,
+            stream_arn,
+            options=options,
+            events=events,
+            clock=clock,
+            on_change=self._wake_planner.set,
+            on_lapse=self._drop_all,
+            lease_count=lambda: len(self._held),
+        )
+        self._liveness = self._membership.liveness
+        self._foreign: dict[str, float] = {}
+        self._reported_foreign: set[str] = set()
+        self._failover = options.failover_time
         self._last_discovery: float | None = None
-        self._started_at = datetime.now(UTC).isoformat(timespec="seconds")
         self._background = TaskSet()
         #: Set once the stream is disabled and every shard of it was processed to its end.
         self.stream_ended = asyncio.Event()
@@ -147,7 +145,7 @@ class GroupWorker:
     @property
     def heartbeat_fresh(self) -> bool:
         """Whether the last heartbeat was renewed within the failover time (monotonic)."""
-        return self._renewed(self._clock.monotonic())
+        return self._membership.renewed(self._clock.monotonic())
 
     # -- called by the consumer ---------------------------------------------------------------
 
@@ -163,15 +161,15 @@ class GroupWorker:
         errors.
         """
         await self._table.ensure(create=self._options.create_table)
-        await self._heartbeat()
-        if self._renewed_at is None:
+        await self._membership.beat()
+        if not self.heartbeat_fresh:
             raise DDBStreamsError(f"could not join {self.group}: the first heartbeat failed")
         self._events.publish(WorkerJoined(self.group, self.worker_id))
 
     def holds(self, shard_id: str) -> bool:
         """Whether this worker may start a batch of ``shard_id`` now: it holds the lease and
         renewed its heartbeat within the failover time (monotonic clock)."""
-        return shard_id in self._held and self._renewed(self._clock.monotonic())
+        return shard_id in self._held and self._membership.renewed(self._clock.monotonic())
 
     async def run(self) -> None:
         """Heartbeat, watch the group and plan leases until cancelled.
@@ -180,17 +178,15 @@ class GroupWorker:
         next round. Cancellation ends every task of the worker (taking no lease after).
         """
         async with asyncio.TaskGroup() as group:
-            heartbeat = self._options.heartbeat_every
-            group.create_task(self._loop(self._heartbeat, self._wake_heartbeat, heartbeat))
-            group.create_task(self._watch_members())
+            group.create_task(self._membership.heartbeats())
+            group.create_task(self._membership.watch())
             scan = self._options.lease_scan_interval
-            group.create_task(self._loop(self._plan, self._wake_planner, scan))
+            group.create_task(repeat(self._plan_round, self._wake_planner, scan, self._clock))
 
     def stop_taking(self) -> None:
         """Take no more leases and tell the group so (the consumer is stopping)."""
         self._taking = False
-        self._state = WorkerState.STOPPING
-        self._wake_heartbeat.set()
+        self._membership.stopping()
 
     async def checkpoint(self, shard_id: str, checkpoint: str) -> bool:
         """Store ``checkpoint`` in the lease of ``shard_id``; False if it is not held (any
@@ -263,99 +259,28 @@ class GroupWorker:
         the group. Publishes what fails; never raises a service error."""
         self.stop_taking()
         await asyncio.gather(*(self._hand_off(key, "stopping") for key in list(self._held)))
-        # No heartbeat may write the item back after it is removed: wait for the one in
-        # flight, if any, and let no other start.
-        async with self._beating:
-            self._left = True
-            with contextlib.suppress(DDBStreamsError):
-                await self._table.remove_worker(self.worker_id)
+        await self._membership.leave()
 
-    # -- heartbeat and membership -----------------------------------------------------------
-
-    def _renewed(self, now: float) -> bool:
-        return self._renewed_at is not None and now - self._renewed_at < self._options.failover_time
-
-    async def _heartbeat(self) -> None:
-        async with self._beating:
-            if not self._left:
-                await self._beat()
-
-    async def _beat(self) -> None:
-        sent = self._clock.monotonic()
-        if self._held and not self._renewed(sent):
-            # The last renewal is older than the failover time (the process was paused, or
-            # the table unreachable): others may have taken these leases already, so they
-            # are dropped *before* a new heartbeat makes them look held again. Leases still
-            # naming this worker are taken back through the counter check.
-            for shard_id in list(self._held):
-                self._lose(shard_id, "heartbeat not renewed within the failover time")
-        record = WorkerRecord(
-            worker_id=self.worker_id,
-            heartbeat=self._beats,
-            state=self._state,
-            changes=self._changes,
-            stream_arn=self._stream_arn,
-            host=socket.gethostname(),
-            pid=os.getpid(),
-            started_at=self._started_at,
-            lease_count=len(self._held),
-        )
-        try:
-            await self._table.heartbeat(record)
-        except DDBStreamsError as error:
-            self._events.publish(GroupError(self.group, "heartbeat", str(error)))
-        else:
-            self._beats += 1
-            self._renewed_at = sent
+    def _drop_all(self) -> None:
+        # The last renewal is older than the failover time (the process was paused, or the
+        # table unreachable): others may have taken these leases already. Leases still
+        # naming this worker are taken back through the counter check.
+        for shard_id in list(self._held):
+            self._lose(shard_id, "heartbeat not renewed within the failover time")
 
     def _announce_changes(self) -> None:
-        """Leases were freed or created: bump ``changes`` so others read the lease table
-        now, and plan here too."""
-        self._changes += 1
-        self._wake_heartbeat.set()
+        """Leases were freed or created: others read the lease table at once (the next
+        heartbeat says so), and this worker plans too."""
+        self._membership.announce_changes()
         self._wake_planner.set()
 
-    async def _watch_members(self) -> None:
-        while True:
-            try:
-                workers = await self._table.scan_workers()
-            except DDBStreamsError as error:
-                self._events.publish(GroupError(self.group, "reading workers", str(error)))
-            else:
-                self._observe_members(workers)
-            await self._clock.sleep(self._options.membership_interval)
-
-    def _observe_members(self, workers: list[WorkerRecord]) -> None:
-        now = self._clock.monotonic()
-        self._workers = workers
-        self._liveness.observe_workers(workers, now)
-        members = {
-            w.worker_id: (w.state.value, w.changes)
-            for w in workers
-            if w.worker_id != self.worker_id
-        }
-        alive = tuple(sorted(self._liveness.alive(now) | {self.worker_id}))
-        if alive != self._alive:
-            self._alive = alive
-            self._events.publish(GroupChanged(self.group, alive))
-            self._wake_planner.set()
-        if members != self._members:
-            self._members = members
-            self._wake_planner.set()
-
-    async def _loop(
-        self, step: Callable[[], Awaitable[None]], wake: asyncio.Event, interval: float
-    ) -> None:
-        """Run ``step`` every ``interval`` seconds, or at once when ``wake`` is set."""
-        while True:
-            wake.clear()
-            try:
-                await step()
-            except DDBStreamsError as error:
-                self._events.publish(GroupError(self.group, step.__name__.strip("_"), str(error)))
-            await until_stopped(self._clock.sleep(interval), wake)
-
     # -- planning ---------------------------------------------------------------------------
+
+    async def _plan_round(self) -> None:
+        try:
+            await self._plan()
+        except DDBStreamsError as error:
+            self._events.publish(GroupError(self.group, "lease planning", str(error)))
 
     async def _plan(self) -> None:
         leases = [
@@ -388,16 +313,20 @@ class GroupWorker:
 
     def _planned(self, leases: list[Lease], now: float) -> LeasePlan:
         foreign = self._liveness.foreign_owners()
-        if foreign - self._foreign:
-            self._events.publish(ForeignWorkers(self.group, tuple(sorted(foreign))))
-        self._foreign = foreign
+        # A worker that just joined may take leases before this one has read its item:
+        # only an owner foreign for a whole failover time is reported.
+        self._foreign = {owner: self._foreign.get(owner, now) for owner in foreign}
+        settled = {o for o, since in self._foreign.items() if now - since >= self._failover}
+        if settled - self._reported_foreign:
+            self._events.publish(ForeignWorkers(self.group, tuple(sorted(settled))))
+        self._reported_foreign = settled
         # Leases naming this worker that it does not hold (dropped when its heartbeat
         # lapsed) are planned as takes: it takes them back through the counter check.
         return plan_leases(
             leases,
             me=self.worker_id,
             held={key: lease.counter for key, lease in self._held.items()},
-            alive=self._liveness.alive(now) | {self.worker_id},
+            alive=self._membership.alive(now),
             expired=self._liveness.expired_keys(leases, now),
             foreign=foreign,
             max_leases=self._options.max_leases,
@@ -415,10 +344,13 @@ class GroupWorker:
         host = self._host
         assert host is not None, "attach() a host before run()"
         expired = lease.owner is not None and lease.owner != self.worker_id
-        try:
-            taken = await self._table.take(lease, self.worker_id)
-        except LeaseLostError:
-            return  # another worker took it first: the next plan sees that
+        # Under the lease's lock: this worker's writes to one lease never overlap (a
+        # hand-off still writing must not meet a take of a stale view of the same lease).
+        async with self._lock(lease.key):
+            try:
+                taken = await self._table.take(lease, self.worker_id)
+            except LeaseLostError:
+                return  # another worker took it first, or the view was stale
         self._held[taken.key] = taken
         parent = min(taken.parent_shard_ids) if taken.parent_shard_ids else None
         host.start_shard(taken.key, taken.start(), parent)
@@ -470,11 +402,11 @@ class GroupWorker:
         if leases and last is not None and now - last < self._options.discovery_interval:
             return
         self._last_discovery = now
-        alive = self._liveness.alive(now) | {self.worker_id}
+        alive = self._membership.alive(now)
         created = await maintain(
             self._table, self._client, self._stream_arn, leases, from_latest=self._from_latest
         )
-        await remove_departed(self._table, self._workers, leases, alive)
+        await remove_departed(self._table, self._membership.workers, leases, alive)
         if created:
             self._events.publish(LeasesCreated(self.group, tuple(created)))
             self._announce_changes()
