@@ -4,15 +4,17 @@ workers tables in DynamoDB Local (real time, short failover)."""
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 
-from ddbstreams import LeaseReleased, LeasesCreated, LeaseTaken
+from ddbstreams import BlockingConsumer, LeaseReleased, LeasesCreated, LeaseTaken
 from ddbstreams.coordination import LeaseTable
 from ddbstreams.local import DynamoDBLocal
 from ddbstreams.testing import SimulatorServer, StreamSimulator
-from tests.support.groups import Handled, Worker, group_name, local_client, running, wait_for
+from tests.support.groups import FAST, Handled, Worker, group_name, local_client, running, wait_for
 from tests.support.shards import assert_complete_in_item_order, key_per_shard
 
 SHARDS = 8
@@ -140,3 +142,29 @@ async def test_child_leases_are_created_exactly_once_whichever_worker_finishes_t
     children = set(sim.open_shard_ids())
     assert sorted(c for c in created if c in children) == sorted(children)
     assert_complete_in_item_order(sim, handled.records(), exactly_once=True)
+
+
+def test_a_blocking_consumer_runs_as_a_worker_of_a_group(
+    sim: StreamSimulator, server: SimulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    write_round(sim, 0)
+    got: list[str] = []
+    consumer = BlockingConsumer(
+        sim.stream_arn,
+        lambda records: got.extend(r.sequence_number for r in records),
+        group=group_name(),
+        group_options=FAST,
+        endpoint_url=server.endpoint_url,
+        region_name="ddblocal",
+    )
+    runner = threading.Thread(target=consumer.run)
+    runner.start()
+    deadline = time.monotonic() + 20
+    while len(got) < SHARDS and time.monotonic() < deadline:
+        time.sleep(0.05)
+    consumer.stop()
+    runner.join(10)
+    assert sorted(got) == sorted(c.sequence_number for c in sim.history)
+    assert consumer.consumer.leases() == frozenset()  # released at the stop

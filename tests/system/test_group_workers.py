@@ -422,7 +422,11 @@ def test_children_are_handled_after_their_parents_whichever_workers_own_them(
             time.sleep(1.5)
             for shard_id in list(group.sim.open_shard_ids())[::2]:
                 group.sim.roll_over(shard_id)
-            group.sim.split(group.sim.open_shard_ids()[0])
+            # A split of w2's shard: its two children are free at once, w2 is one below
+            # the other's count, and the tie for the second goes to the smaller id, w1.
+            owners = group.owners()
+            of_w2 = [s for s in group.sim.open_shard_ids() if owners.get(s) == "w2"]
+            group.sim.split(of_w2[0] if of_w2 else group.sim.open_shard_ids()[0])
         time.sleep(2.0)
     wait_until(all_handled(group), 60, "every record handled", lambda: unhandled(group))
     for worker in ("w1", "w2"):
@@ -435,12 +439,52 @@ def test_children_are_handled_after_their_parents_whichever_workers_own_them(
     for event in events:
         if event["ev"] == "rec":
             first_handled.setdefault(event["shard"], event["t"])
-    owners = {e["shard"]: e["w"] for e in events if e["ev"] == "taken"}
+    ended_by = {e["shard"]: e["w"] for e in events if e["ev"] == "cp" and e["pos"] == "SHARD_END"}
+    first_by: dict[str, str] = {}
+    for event in events:
+        if event["ev"] == "rec":
+            first_by.setdefault(event["shard"], event["w"])
     crossed = 0
     for child, parent in parents.items():
         if parent is None or child not in first_handled or parent not in parents:
             continue
         assert parent in ended, f"{child} handled but its parent {parent} never ended"
         assert first_handled[child] > ended[parent], f"{child} handled before {parent} ended"
-        crossed += owners.get(child) != owners.get(parent)
+        crossed += first_by[child] != ended_by[parent]
     assert crossed, "no child was owned by another worker than its parent"
+
+
+@pytest.fixture
+def group120(tmp_path: Path, ddb_local: DynamoDBLocal) -> Iterator[Group]:
+    yield from make_group(tmp_path, ddb_local, 120)
+
+
+def test_three_workers_share_120_shards_through_a_rollover_of_every_shard(
+    group120: Group,
+) -> None:
+    group = group120
+    group.extra = ["--batch-size", "100"]
+    with Writer(group.sim, every=1.0):
+        for worker in ("w1", "w2", "w3"):
+            group.start(worker)
+        wait_until(
+            lambda: sorted(group.counts().values()) == [40, 40, 40],
+            90,
+            "three workers balanced over 120 shards",
+            lambda: f"counts {group.counts()}",
+        )
+        parents = list(group.sim.open_shard_ids())
+        for shard_id in parents:
+            group.sim.roll_over(shard_id)
+        wait_until(
+            lambda: len(group.owners()) == 120 and set(group.owners()).isdisjoint(parents),
+            90,
+            "every child leased",
+            lambda: f"{len(group.owners())} owned, counts {group.counts()}",
+        )
+    wait_until(all_handled(group), 60, "every record handled", lambda: unhandled(group))
+    for worker in ("w1", "w2", "w3"):
+        group.stop(worker)
+    assert_delivery(group)
+    counts = group.counts()
+    assert not counts, f"leases still held after every worker stopped: {counts}"

@@ -112,6 +112,7 @@ class GroupWorker:
         self._held: dict[str, Lease] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._taking = True
+        self._planning = asyncio.Lock()
         self._wake_planner = asyncio.Event()
         self._membership = Membership(
             table,
@@ -258,7 +259,9 @@ class GroupWorker:
         """Hand off every lease (in-flight batches finish, checkpoint, release), then leave
         the group. Publishes what fails; never raises a service error."""
         self.stop_taking()
-        await asyncio.gather(*(self._hand_off(key, "stopping") for key in list(self._held)))
+        async with self._planning:  # a round under way takes nothing more, then ends
+            held = list(self._held)
+        await asyncio.gather(*(self._hand_off(key, "stopping") for key in held))
         await self._membership.leave()
 
     def _drop_all(self) -> None:
@@ -278,7 +281,8 @@ class GroupWorker:
 
     async def _plan_round(self) -> None:
         try:
-            await self._plan()
+            async with self._planning:
+                await self._plan()
         except DDBStreamsError as error:
             self._events.publish(GroupError(self.group, "lease planning", str(error)))
 
@@ -302,7 +306,7 @@ class GroupWorker:
                 self._lose(shard_id, f"lease {owner}")
         for key in [k for k, lock in self._locks.items() if k not in by_key and not lock.locked()]:
             del self._locks[key]  # the lease is gone (finished and deleted)
-        for lease in plan.take if self._taking else ():
+        for lease in plan.take:
             await self._take(lease)
         for key in plan.release:
             self._background.spawn(self._hand_off(key, "balance"))
@@ -347,6 +351,8 @@ class GroupWorker:
         # Under the lease's lock: this worker's writes to one lease never overlap (a
         # hand-off still writing must not meet a take of a stale view of the same lease).
         async with self._lock(lease.key):
+            if not self._taking:
+                return
             try:
                 taken = await self._table.take(lease, self.worker_id)
             except LeaseLostError:
