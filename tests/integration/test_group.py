@@ -61,9 +61,13 @@ async def test_one_worker_reads_every_shard_and_checkpoints_each_in_its_lease(
     last = {}
     for change in sim.history:
         last[change.shard_id] = change.sequence_number
+    created = {
+        r.sequence_number: r.approximate_creation_time.timestamp() for r in handled.records()
+    }
     for key, lease in leases.items():
         assert lease.owner is None  # released when the worker stopped
         assert lease.checkpoint == last[key]
+        assert lease.checkpoint_time == created[last[key]]  # for `ddbstreams lag`
 
 
 async def test_a_rollover_creates_child_leases_and_children_follow_their_parents(

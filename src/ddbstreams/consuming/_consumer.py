@@ -70,7 +70,7 @@ from ddbstreams.consuming._filter import RecordFilter
 from ddbstreams.coordination._lease import LATEST_CHECKPOINT
 from ddbstreams.coordination._options import GroupOptions, default_worker_id
 from ddbstreams.coordination._table import LeaseTable
-from ddbstreams.coordination._worker import GroupWorker
+from ddbstreams.coordination._worker import GroupWorker, Processed
 from ddbstreams.model._arn import is_table_name
 from ddbstreams.model._decode import dumps_plain_json
 from ddbstreams.model._encode import encode_item
@@ -401,6 +401,7 @@ class _Segment:
     parts_left: int
     single: bool
     done_through: str | None = None
+    last_created: float | None = None
 
 
 class _ShardWork:
@@ -414,13 +415,23 @@ class _ShardWork:
     shard.
     """
 
-    __slots__ = ("base", "finished", "lanes", "parent", "queued", "segments", "shard_id")
+    __slots__ = (
+        "base",
+        "base_created",
+        "finished",
+        "lanes",
+        "parent",
+        "queued",
+        "segments",
+        "shard_id",
+    )
 
     def __init__(self, shard_id: str, parent: str | None) -> None:
         self.shard_id = shard_id
         self.parent = parent
         self.segments: deque[_Segment] = deque()
         self.base: ShardStart | None = None
+        self.base_created: float | None = None
         self.finished = asyncio.Event()
         self.lanes: list[_Lane] = []
         self.queued = 0
@@ -445,6 +456,7 @@ class _ShardWork:
             moved = True
             if done.last_sequence_number is not None:
                 self.base = ShardStart("AFTER_SEQUENCE_NUMBER", done.last_sequence_number)
+                self.base_created = done.last_created
             if done.ends_shard:
                 self.finished.set()
         return moved
@@ -910,6 +922,7 @@ class _Pass:
         "_revoked",
         "_shards",
         "_stop",
+        "_stopped",
         "_unprocessed",
         "_worker",
     )
@@ -933,6 +946,7 @@ class _Pass:
         self._worker = worker
         self._revoked: set[str] = set()
         self._unprocessed: dict[str, ShardStart | None] = {}
+        self._stopped: dict[str, Processed | None] = {}
         self._options = options
         self._clock = clock
         self._stop = stop
@@ -944,6 +958,10 @@ class _Pass:
         self._gatherer = _Gatherer(
             options.batch_size, options.maximum_batching_window, clock, self._dispatch
         )
+
+    def lag(self) -> dict[str, float]:
+        """The reader's iterator age per shard (see :meth:`Consumer.lag`)."""
+        return self._reader.lag()
 
     def checkpoint(self) -> Checkpoint:
         """The position up to which every record has been processed."""
@@ -1025,18 +1043,24 @@ class _Pass:
             return
         worker = self._worker
         assert worker is not None
+        held = worker.held()
+        for shard_id in [s for s in self._stopped if s not in held]:
+            del self._stopped[shard_id]  # handed off: nothing asks for it any more
         writes = []
-        for shard_id in worker.held():
-            checkpoint = self.shard_checkpoint(shard_id)
-            if checkpoint is not None:
-                writes.append(worker.checkpoint(shard_id, checkpoint))
+        for shard_id in held:
+            processed = self.shard_checkpoint(shard_id)
+            if processed is not None:
+                writes.append(worker.checkpoint(shard_id, processed))
         await asyncio.gather(*writes)
 
-    def shard_checkpoint(self, shard_id: str) -> str | None:
+    def shard_checkpoint(self, shard_id: str) -> Processed | None:
         """The lease checkpoint of what is processed of ``shard_id``: the last sequence
-        number processed, or the start (``TRIM_HORIZON`` / ``LATEST``) when nothing was;
-        None when unknown, or when the shard is processed to its end (the worker then
-        writes ``SHARD_END`` once its children's leases exist)."""
+        number processed (with its record's creation time when known), or the start
+        (``TRIM_HORIZON`` / ``LATEST``) when nothing was; None when unknown, or when the
+        shard is processed to its end (the worker then writes ``SHARD_END`` once its
+        children's leases exist)."""
+        if shard_id in self._stopped:
+            return self._stopped[shard_id]
         work = self._shards.get(shard_id)
         position: ShardPosition | None
         if work is not None and work.busy:
@@ -1049,10 +1073,12 @@ class _Pass:
             position = self._reader.position(shard_id)
         if not isinstance(position, ShardStart):
             return None
-        if position.iterator_type == "AFTER_SEQUENCE_NUMBER":
-            return position.sequence_number
+        if position.iterator_type == "AFTER_SEQUENCE_NUMBER" and position.sequence_number:
+            base = work.base if work is not None else None
+            created = work.base_created if work is not None and base == position else None
+            return Processed(position.sequence_number, created)
         if position.iterator_type in ("TRIM_HORIZON", "LATEST"):
-            return position.iterator_type
+            return Processed(position.iterator_type)
         return None
 
     # -- the shard host of a group worker (ShardHost) -----------------------------------------
@@ -1061,9 +1087,10 @@ class _Pass:
         """Worker: read and process ``shard_id`` from ``start`` (its lease is held)."""
         self._revoked.discard(shard_id)
         self._unprocessed.pop(shard_id, None)
+        self._stopped.pop(shard_id, None)
         self._reader.assign(shard_id, start, parent_shard_id=parent_shard_id)
 
-    async def stop_shard(self, shard_id: str) -> str | None:
+    async def stop_shard(self, shard_id: str) -> Processed | None:
         """Worker: start no further batch of ``shard_id``, give the one in flight up to
         ``stop_timeout`` (then abandon it: not checkpointed), stop reading the shard, and
         return the lease checkpoint of what was processed."""
@@ -1080,6 +1107,9 @@ class _Pass:
                 if late:
                     await asyncio.wait(late)
         checkpoint = self.shard_checkpoint(shard_id)
+        # Pinned: a save running while the shard is being released must not fall back on
+        # the reader's position, which counts the held records dropped here as handed.
+        self._stopped[shard_id] = checkpoint
         self._gatherer.drop(shard_id)
         self._shards.pop(shard_id, None)
         await self._reader.release(shard_id)
@@ -1127,7 +1157,10 @@ class _Pass:
     def _queue(self, work: _ShardWork, records: list[Record], *, ends_shard: bool) -> None:
         parts = self._split(records) or [(0, [])]
         sequence_number = records[-1].sequence_number if records else None
-        segment = _Segment(sequence_number, ends_shard, len(parts), single=len(parts) == 1)
+        created = records[-1].approximate_creation_time.timestamp() if records else None
+        segment = _Segment(
+            sequence_number, ends_shard, len(parts), single=len(parts) == 1, last_created=created
+        )
         work.segments.append(segment)
         for lane_index, part in parts:
             work.lanes[lane_index].jobs.put_nowait(_Job(part, segment))
@@ -1324,6 +1357,18 @@ class Consumer:
         """The shards whose leases this worker holds now (empty outside a group)."""
         worker = self._worker
         return worker.held() if worker is not None else frozenset()
+
+    def lag(self) -> dict[str, float]:
+        """Per shard being read now, its iterator age: seconds between now and the creation
+        of the newest record read from it, 0 for a shard that is caught up (see
+        :meth:`StreamReader.lag`). Empty while the consumer is not running."""
+        consumed = self._pass
+        if consumed is None:
+            return {}
+        try:
+            return consumed.lag()
+        except RuntimeError:  # the run is ending: its reader is being stopped
+            return {}
 
     @property
     def heartbeat_fresh(self) -> bool:

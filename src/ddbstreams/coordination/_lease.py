@@ -33,6 +33,7 @@ __all__ = [
     "CHECKPOINT",
     "CHECKPOINT_OWNER",
     "CHECKPOINT_SUB_SEQUENCE",
+    "CHECKPOINT_TIME",
     "CHILD_SHARD_IDS",
     "ENTITY_TYPE",
     "LATEST_CHECKPOINT",
@@ -82,6 +83,9 @@ CHECKPOINT_OWNER: Final = "checkpointOwner"
 ENTITY_TYPE: Final = "entityType"
 LEASE_ENTITY: Final = "LEASE"
 STREAM_ARN: Final = "ddbstreamsStreamArn"
+CHECKPOINT_TIME: Final = "ddbstreamsCheckpointTime"
+"""Ours too: the approximate creation time (epoch seconds) of the checkpointed record,
+so that ``ddbstreams lag`` can tell how far behind a shard's checkpoint is."""
 """Our own attribute: the stream the shard belongs to (the KCL ignores it)."""
 
 
@@ -119,6 +123,7 @@ class Lease:
     child_shard_ids: frozenset[str] = frozenset()
     owner_switches: int = 0
     stream_arn: str | None = None
+    checkpoint_time: float | None = None
     checkpoint_owner: str | None = None
     pending_checkpoint: str | None = None
 
@@ -186,6 +191,15 @@ class ItemReader:
         except (TypeError, ValueError):
             raise self.error(attribute, f"is not an integer: {text!r}") from None
 
+    def optional_number(self, attribute: str) -> float | None:
+        text = self._typed(attribute, "N")
+        if text is None:
+            return None
+        try:
+            return float(text)
+        except (TypeError, ValueError):
+            raise self.error(attribute, f"is not a number: {text!r}") from None
+
     def integer(self, attribute: str) -> int:
         if self._item.get(attribute) is None:
             raise self.error(attribute, "is missing (type N)")
@@ -234,6 +248,7 @@ def lease_from_item(item: Mapping[str, Any], *, table: str | None = None) -> Lea
         child_shard_ids=reader.string_set(CHILD_SHARD_IDS),
         owner_switches=reader.optional_integer(OWNER_SWITCHES, 0),
         stream_arn=reader.optional_string(STREAM_ARN),
+        checkpoint_time=reader.optional_number(CHECKPOINT_TIME),
         checkpoint_owner=reader.optional_string(CHECKPOINT_OWNER),
         pending_checkpoint=reader.optional_string(PENDING_CHECKPOINT),
     )

@@ -33,6 +33,7 @@ from ddbstreams.coordination._lease import (
     CHECKPOINT,
     CHECKPOINT_OWNER,
     CHECKPOINT_SUB_SEQUENCE,
+    CHECKPOINT_TIME,
     CHILD_SHARD_IDS,
     LEASE_COUNTER,
     LEASE_KEY,
@@ -307,8 +308,12 @@ class LeaseTable:
             landed=lambda now: now.owner == owner and now.counter == expected,
         )
 
-    async def checkpoint(self, lease: Lease, owner: str, checkpoint: str) -> Lease:
+    async def checkpoint(
+        self, lease: Lease, owner: str, checkpoint: str, *, checkpoint_time: float | None = None
+    ) -> Lease:
         """Store ``checkpoint`` in a lease ``owner`` holds; the lease as now stored.
+        ``checkpoint_time``: the approximate creation time of the checkpointed record
+        (``ddbstreamsCheckpointTime``, which the KCL ignores).
 
         Sets the checkpoint (sub-sequence 0), resets ``ownerSwitchesSinceCheckpoint``,
         counter + 1, and clears a KCL pending checkpoint; conditional on ``lease.counter``
@@ -327,6 +332,11 @@ class LeaseTable:
                 CHECKPOINT_SUB_SEQUENCE: _n(0),
                 OWNER_SWITCHES: _n(0),
                 LEASE_COUNTER: _n(expected),
+                **(
+                    {}
+                    if checkpoint_time is None
+                    else {CHECKPOINT_TIME: {"N": repr(checkpoint_time)}}
+                ),
             },
             removes=PENDING_CHECKPOINT_ATTRIBUTES,
             landed=lambda now: (

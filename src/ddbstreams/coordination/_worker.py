@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Mapping
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from ddbstreams._clock import Clock
 from ddbstreams._errors import DDBStreamsError, LeaseLostError
@@ -62,7 +62,7 @@ from ddbstreams.coordination._planning import LeasePlan, plan_leases
 from ddbstreams.coordination._table import LeaseTable, WorkerRecord
 from ddbstreams.model._position import ShardStart
 
-__all__ = ["GroupWorker", "ShardHost"]
+__all__ = ["GroupWorker", "Processed", "ShardHost"]
 
 _DESCRIBE_RATE = 2.0
 """DescribeStream calls a worker makes per second at most for the children of the shards
@@ -73,16 +73,25 @@ _CHILD_DISCOVERY_TIMEOUT = 30.0
 listed a few seconds after the parent closed); the leader's discovery catches the rest."""
 
 
+class Processed(NamedTuple):
+    """How far a shard is processed: its lease checkpoint (a sequence number, or the start
+    sentinel) and, for a sequence number, its record's approximate creation time (epoch
+    seconds) when known."""
+
+    checkpoint: str
+    created: float | None = None
+
+
 class ShardHost(Protocol):
     """What a worker drives: the consumer's processing of shards."""
 
     def start_shard(self, shard_id: str, start: ShardStart, parent_shard_id: str | None) -> None:
         """Begin reading and processing ``shard_id`` at ``start``."""
 
-    async def stop_shard(self, shard_id: str) -> str | None:
+    async def stop_shard(self, shard_id: str) -> Processed | None:
         """Start no further batch of ``shard_id``, let the one in flight finish (bounded by
-        the consumer's ``stop_timeout``), stop reading it, and return the lease checkpoint
-        of what was processed (a sequence number or the start sentinel; None if unknown)."""
+        the consumer's ``stop_timeout``), stop reading it, and return how far it was
+        processed (None if unknown)."""
 
 
 class GroupWorker:
@@ -189,8 +198,8 @@ class GroupWorker:
         self._taking = False
         self._membership.stopping()
 
-    async def checkpoint(self, shard_id: str, checkpoint: str) -> bool:
-        """Store ``checkpoint`` in the lease of ``shard_id``; False if it is not held (any
+    async def checkpoint(self, shard_id: str, processed: Processed) -> bool:
+        """Store ``processed`` in the lease of ``shard_id``; False if it is not held (any
         more): a lease found taken by another worker is lost (:class:`LeaseLost`). Other
         errors (after retries) are published (:class:`GroupError`); the lease is kept and
         the next save writes the newer position."""
@@ -198,12 +207,8 @@ class GroupWorker:
             lease = self._held.get(shard_id)
             if lease is None or not self.holds(shard_id):
                 return False
-            if lease.checkpoint == checkpoint:
-                return True
             try:
-                self._held[shard_id] = await self._table.checkpoint(
-                    lease, self.worker_id, checkpoint
-                )
+                self._held[shard_id] = await self._store(lease, processed)
             except LeaseLostError as error:
                 self._lose(shard_id, str(error))
                 return False
@@ -213,8 +218,18 @@ class GroupWorker:
                     GroupError(self.group, f"checkpointing {shard_id}", str(error))
                 )
                 return False
-        self._saved(shard_id, checkpoint)
         return True
+
+    async def _store(self, lease: Lease, processed: Processed) -> Lease:
+        """Write ``processed`` into ``lease`` unless it is there already (the caller holds
+        the lease's lock); the lease as now stored."""
+        if processed.checkpoint == lease.checkpoint:
+            return lease
+        stored = await self._table.checkpoint(
+            lease, self.worker_id, processed.checkpoint, checkpoint_time=processed.created
+        )
+        self._saved(lease.key, processed.checkpoint)
+        return stored
 
     def _saved(self, shard_id: str, checkpoint: str) -> None:
         self._events.publish(CheckpointSaved(self._stream_arn, self.group, shard_id, checkpoint))
@@ -373,9 +388,8 @@ class GroupWorker:
             if lease is None:
                 return
             try:
-                if position is not None and position != lease.checkpoint:
-                    lease = await self._table.checkpoint(lease, self.worker_id, position)
-                    self._saved(shard_id, position)
+                if position is not None:
+                    lease = await self._store(lease, position)
                 await self._table.release(lease, self.worker_id)
             except LeaseLostError as error:
                 self._publish_lost(shard_id, str(error))
