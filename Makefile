@@ -43,6 +43,7 @@ bench: $(STAMP) engine
 	$(PY) bench/memory.py
 	$(PY) bench/shards.py
 	$(PY) bench/budget.py
+	$(PY) bench/workers.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -3,7 +3,6 @@ workers tables in DynamoDB Local (real time, short failover)."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -106,13 +105,10 @@ async def test_two_workers_share_the_shards_and_a_planned_stop_hands_them_over(
             within=30,
         )
         await wait_for(lambda: len(handled.calls) >= SHARDS, within=20)
-        stopping = asyncio.get_running_loop().time()
         await first.stop()
-        took = await wait_for(lambda: len(second.consumer.leases()) == SHARDS, within=10)
+        await wait_for(lambda: len(second.consumer.leases()) == SHARDS, within=10)
         write_round(sim, 1)
         await wait_for(lambda: len(handled.calls) >= 2 * SHARDS, within=20)
-    assert took < 3.0, f"the other worker took the released leases {took:.1f} s after the stop"
-    assert asyncio.get_running_loop().time() - stopping > 0
     assert_complete_in_item_order(sim, handled.records(), exactly_once=True)
     released = [e for w, e in handled.events if w == "w1" and isinstance(e, LeaseReleased)]
     assert {e.reason for e in released} == {"balance", "stopping"} or {
@@ -120,6 +116,8 @@ async def test_two_workers_share_the_shards_and_a_planned_stop_hands_them_over(
     } == {"stopping"}
     taken = [e for w, e in handled.events if w == "w2" and isinstance(e, LeaseTaken)]
     assert len({e.shard_id for e in taken}) == SHARDS
+    # Handed over, not expired: no timing asserted here (bench/workers.py measures it).
+    assert not any(e.expired for e in taken)
 
 
 async def test_child_leases_are_created_exactly_once_whichever_worker_finishes_the_parent(

@@ -382,3 +382,66 @@ def boto3_schema() -> dict[str, Any]:
         "AttributeDefinitions": KEY_SCHEMA["attribute_definitions"],
         "KeySchema": KEY_SCHEMA["key_schema"],
     }
+
+
+def test_forwarded_requests_are_counted_per_operation_and_table(
+    ddb_local: DynamoDBLocal, make_table_name: Callable[[], str]
+) -> None:
+    sim = written()
+    first, second = make_table_name(), make_table_name()
+    with SimulatorServer(sim, tables_endpoint=ddb_local.endpoint_url) as server:
+        assert server.forwarded_calls == {}
+        dynamodb = botocore_client("dynamodb", server.endpoint_url)
+        streams = botocore_client("dynamodbstreams", server.endpoint_url)
+        for name in (first, second):
+            dynamodb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST", **boto3_schema())
+        dynamodb.put_item(TableName=first, Item={"pk": {"S": "a"}})
+        dynamodb.put_item(TableName=first, Item={"pk": {"S": "b"}})
+        with pytest.raises(dynamodb.exceptions.ConditionalCheckFailedException):
+            dynamodb.put_item(
+                TableName=first,
+                Item={"pk": {"S": "a"}},
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        dynamodb.scan(TableName=first)
+        dynamodb.batch_write_item(
+            RequestItems={
+                name: [{"PutRequest": {"Item": {"pk": {"S": "c"}}}}] for name in (first, second)
+            }
+        )
+        dynamodb.list_tables()
+        before = server.forwarded_calls
+        dynamodb.describe_table(TableName=sim.table_name)  # the simulator answers these
+        streams.describe_stream(StreamArn=sim.stream_arn)
+        after = server.forwarded_calls
+    assert before == {
+        ("CreateTable", first): 1,
+        ("CreateTable", second): 1,
+        ("PutItem", first): 3,  # a failed request counts too: it was forwarded
+        ("Scan", first): 1,
+        ("BatchWriteItem", first): 1,
+        ("BatchWriteItem", second): 1,
+        ("ListTables", None): 1,
+    }
+    assert after == before
+    assert server.forwarded_calls == before  # kept after stop()
+    assert sim.calls["DescribeTable"] == 1
+
+
+async def test_serve_simulator_reports_each_forwarded_request(
+    client_and_sim: tuple[StreamsClient, StreamSimulator], ddb_local: DynamoDBLocal
+) -> None:
+    _, sim = client_and_sim
+    seen: list[tuple[str, str | None]] = []
+    async with (
+        serve_simulator(
+            sim,
+            tables_endpoint=ddb_local.endpoint_url,
+            on_forward=lambda operation, table: seen.append((operation, table)),
+        ) as endpoint_url,
+        StreamsClient(endpoint_url=endpoint_url, region_name="us-east-1", **CREDENTIALS) as client,
+    ):
+        with pytest.raises(TableNotFoundError):
+            await client.tables.get_item("no-such-table", {"pk": {"S": "a"}})
+        await client.describe_stream(sim.stream_arn)
+    assert seen == [("GetItem", "no-such-table")]

@@ -14,6 +14,10 @@ clock, comparable between processes of one machine) and ``w`` (the worker id):
 - ``{"ev": "cp", "shard", "pos"}``: a checkpoint stored in the shard's lease;
 - ``{"ev": "taken" | "released" | "lost", "shard", ...}``: lease events;
 - ``{"ev": "group", "workers"}``: the live workers as this one sees them;
+- ``{"ev": "created", "shards"}``: leases this worker created (``LeasesCreated``);
+- ``{"ev": "calls", "ops"}``: on SIGUSR1, and after the graceful stop, the calls with a
+  successful response this worker's client made so far, per operation (cumulative:
+  subtract two of them to count a window; ``bench/workers.py`` does);
 - ``{"ev": "stopped"}``: the graceful stop is over.
 """
 
@@ -24,6 +28,7 @@ import asyncio
 import os
 import signal
 import time
+from collections import Counter
 from typing import Any
 
 import orjson
@@ -37,6 +42,7 @@ from ddbstreams import (
     GroupOptions,
     LeaseLost,
     LeaseReleased,
+    LeasesCreated,
     LeaseTaken,
     Record,
 )
@@ -75,6 +81,8 @@ def on_event(log: Log) -> Any:
                 log.write([{"ev": "lost", "shard": shard_id, "why": reason}])
             case GroupChanged(_, workers):
                 log.write([{"ev": "group", "workers": list(workers)}])
+            case LeasesCreated(_, shard_ids):
+                log.write([{"ev": "created", "shards": list(shard_ids)}])
             case _:
                 pass
 
@@ -119,12 +127,20 @@ async def main(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         on_event=on_event(log),
     )
+    calls: Counter[str] = Counter()
+    client.add_response_listener(lambda operation: calls.update((operation,)))
+
+    def log_calls() -> None:
+        log.write([{"ev": "calls", "ops": dict(calls)}], sync=True)
+
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, consumer.request_stop)
+    loop.add_signal_handler(signal.SIGUSR1, log_calls)
     try:
         await consumer.run()
     finally:
         await client.close()
+    log_calls()
     log.write([{"ev": "stopped"}], sync=True)
 
 

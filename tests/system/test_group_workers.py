@@ -92,7 +92,10 @@ class Group:
     def events(self) -> list[dict[str, Any]]:
         events = []
         for path in sorted(self.logs.glob("*.jsonl")):
-            events.extend(orjson.loads(line) for line in path.read_bytes().splitlines() if line)
+            # A worker may be writing its last line: only complete lines count.
+            data = path.read_bytes()
+            complete = data[: data.rfind(b"\n") + 1]
+            events.extend(orjson.loads(line) for line in complete.splitlines() if line)
         events.sort(key=lambda e: e["t"])
         return events
 
@@ -264,10 +267,9 @@ def test_scale_out_balances_without_flapping_and_scale_in_leaves_no_gap(group16:
     with Writer(group.sim):
         group.start("w1")
         wait_until(lambda: group.counts().get("w1") == 16, 30, "w1 holds every lease")
-        started = time.monotonic()
         for worker in ("w2", "w3", "w4"):
             group.start(worker)
-        balanced = wait_until(
+        wait_until(
             lambda: sorted(group.counts().values()) == [4, 4, 4, 4],
             60,
             "balance 1 -> 4",
@@ -287,30 +289,31 @@ def test_scale_out_balances_without_flapping_and_scale_in_leaves_no_gap(group16:
                 10,
                 f"the leases of {worker} taken over",
             )
-            gaps = handover_gaps(group.events(), worker, since=before)
-            assert gaps, f"{worker} released no lease"
-            assert max(gaps) < 2.0, f"leases of {worker} resumed after {gaps}"
+            # Handed over, not expired: each lease was next taken as released (no timing
+            # here; bench/workers.py measures the gap: under 2 s with the defaults).
+            takers = handovers(group.events(), worker, since=before)
+            assert takers, f"{worker} released no lease"
+            assert all(t["w"] != worker and not t["exp"] for t in takers.values()), takers
         wait_until(lambda: group.counts().get("w1") == 16, 30, "w1 holds every lease again")
     wait_until(all_handled(group), 30, "every record handled", lambda: unhandled(group))
     group.stop("w1")
-    assert time.monotonic() - started > balanced
     assert_delivery(group)
 
 
-def handover_gaps(events: list[dict[str, Any]], worker: str, *, since: float) -> list[float]:
-    """Seconds between ``worker`` releasing each lease and another worker taking it."""
+def handovers(
+    events: list[dict[str, Any]], worker: str, *, since: float
+) -> dict[str, dict[str, Any]]:
+    """Per lease ``worker`` released after ``since``: the next ``taken`` event of it."""
     released = {
         e["shard"]: e["t"]
         for e in events
         if e["ev"] == "released" and e["w"] == worker and e["t"] >= since
     }
-    gaps = []
-    for shard, at in released.items():
-        taken = [
-            e["t"] for e in events if e["ev"] == "taken" and e["shard"] == shard and e["t"] >= at
-        ]
-        gaps.append(min(taken) - at if taken else float("inf"))
-    return gaps
+    taken = [e for e in events if e["ev"] == "taken"]
+    return {
+        shard: next(e for e in taken if e["shard"] == shard and e["t"] >= at)
+        for shard, at in released.items()
+    }
 
 
 def test_a_killed_workers_shards_resume_elsewhere_redelivering_only_what_was_in_flight(
@@ -326,7 +329,7 @@ def test_a_killed_workers_shards_resume_elsewhere_redelivering_only_what_was_in_
         killed_at = time.time()
         group.kill("w1")
         lost = {s for s, w in group.owners().items() if w == "w1"}
-        took = wait_until(
+        wait_until(
             lambda: all(
                 any(
                     e["ev"] == "taken" and e["w"] == "w2" and e["shard"] == s and e["t"] > killed_at
@@ -339,7 +342,14 @@ def test_a_killed_workers_shards_resume_elsewhere_redelivering_only_what_was_in_
         )
     wait_until(all_handled(group), 30, "every record handled", lambda: unhandled(group))
     group.stop("w2")
-    assert took <= 2 * FAILOVER + 2, f"resumed {took:.1f} s after the crash"
+    # Taken because they expired (bench/workers.py measures how soon: ~10 s by default).
+    events = group.events()
+    for shard in lost:
+        taken = next(
+            e for e in events if e["ev"] == "taken" and e["shard"] == shard and e["t"] > killed_at
+        )
+        assert taken["exp"], taken
+        assert taken["from"] == "w1", taken
     assert_delivery(group, failed={"w1"})
 
 

@@ -199,6 +199,16 @@ class CallPacer:
         self._clock = clock
         self._slots: list[float] = []
 
+    @property
+    def rate(self) -> float:
+        return self._rate
+
+    @rate.setter
+    def rate(self, rate: float) -> None:
+        """Change the rate (for calls not yet paced): a limit shared with others changes
+        as they come and go."""
+        self._rate = rate
+
     async def wait(self) -> None:
         """Return when the next call may start (at once while under the rate)."""
         now = self._clock.monotonic()

@@ -64,9 +64,10 @@ from ddbstreams.model._position import ShardStart
 
 __all__ = ["GroupWorker", "Processed", "ShardHost"]
 
-_DESCRIBE_RATE = 2.0
-"""DescribeStream calls a worker makes per second at most for the children of the shards
-it finished: a stream allows 10 per second, shared by every worker and reader of it."""
+_DESCRIBE_RATE = 8.0
+"""DescribeStream calls per second the workers of a group make at most together for the
+children of the shards they finished (each takes its share): a stream allows 10 per second,
+shared by every worker and reader of it."""
 
 _CHILD_DISCOVERY_TIMEOUT = 30.0
 """How long a worker that finished a shard keeps asking for its children (they may be
@@ -310,6 +311,7 @@ class GroupWorker:
         now = self._clock.monotonic()
         self._liveness.observe_leases(leases, now)
         plan = self._planned(leases, now)
+        self._describe_pacer.rate = _DESCRIBE_RATE / len(self._membership.alive(now))
         # Lost: the lease names another owner, or is gone. (A counter ahead of ours with
         # this worker as owner is our own write whose response is still on its way: no
         # other worker can write a lease without making itself the owner.)

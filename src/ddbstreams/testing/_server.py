@@ -27,7 +27,9 @@ reads the simulator and keeps its state in a real engine. Injected failures appl
 the operations the simulator answers; forwarded requests never see them. If the tables
 endpoint cannot be reached, the client's connection is reset (as it would be talking to it
 directly). Without ``tables_endpoint`` other DynamoDB operations are
-``UnknownOperationException``.
+``UnknownOperationException``. Forwarded requests are counted per operation and table
+(:attr:`SimulatorServer.forwarded_calls`, or ``on_forward`` of :func:`serve_simulator`), so
+a test or benchmark can tell what its state tables cost in requests.
 
 Two ways to run it:
 
@@ -47,7 +49,8 @@ import struct
 import threading
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Iterable
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable
 from types import TracebackType
 from typing import Any, Final, Self
 from urllib.parse import urlsplit
@@ -137,6 +140,28 @@ def _end_to_end(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     return [(name, value) for name, value in headers if name.lower() not in _HOP_BY_HOP]
 
 
+ForwardListener = Callable[[str, str | None], None]
+"""Called with (operation, table name) for each request forwarded to the tables endpoint."""
+
+
+def _tables_named(raw: bytes) -> list[str | None]:
+    """The tables a DynamoDB request body names: its ``TableName``, or each table of a
+    batch's ``RequestItems``; ``[None]`` when it names none (ListTables, unparsable)."""
+    try:
+        params = orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        return [None]
+    if not isinstance(params, dict):
+        return [None]
+    name = params.get("TableName")
+    if isinstance(name, str):
+        return [name]
+    batch = params.get("RequestItems")
+    if isinstance(batch, dict) and batch:
+        return [str(table) for table in batch]
+    return [None]
+
+
 def _check_tables_endpoint(url: str | None) -> None:
     if url is not None:
         parts = urlsplit(url)
@@ -153,9 +178,12 @@ class _TablesForwarder:
     engine's answer.
     """
 
-    def __init__(self, endpoint_url: str, closing: asyncio.Event) -> None:
+    def __init__(
+        self, endpoint_url: str, closing: asyncio.Event, on_forward: ForwardListener | None
+    ) -> None:
         self.endpoint_url = endpoint_url.rstrip("/")
         self._closing = closing
+        self._on_forward = on_forward
         self._session = aiohttp.ClientSession(
             auto_decompress=False,
             cookie_jar=aiohttp.DummyCookieJar(),
@@ -164,6 +192,10 @@ class _TablesForwarder:
 
     async def forward(self, request: web.Request, body: bytes) -> web.Response:
         """Send ``request`` (whose body, already read, is ``body``) on; return the answer."""
+        if self._on_forward is not None:
+            _, _, operation = request.headers.get("X-Amz-Target", "").rpartition(".")
+            for table in _tables_named(body):
+                self._on_forward(operation, table)
         url = self.endpoint_url + str(request.rel_url)
         try:
             async with self._session.request(
@@ -283,6 +315,7 @@ async def serve_simulator(
     port: int = 0,
     timeout_delay: float = DEFAULT_TIMEOUT_DELAY,
     tables_endpoint: str | None = None,
+    on_forward: ForwardListener | None = None,
 ) -> AsyncIterator[str]:
     """Serve ``simulator`` on the running event loop; yield its endpoint URL.
 
@@ -290,16 +323,21 @@ async def serve_simulator(
     ``Timeout`` holds the request before the connection is dropped. ``tables_endpoint``
     (an ``http(s)://`` URL, e.g. DynamoDB Local's) receives every DynamoDB request the
     simulator does not answer itself (see the module docs); its client session is closed
-    when the server stops. The server stops when the block exits (requests still held are
-    abandoned). Sync HTTP clients (boto3) must not call it from the same thread, as they
-    would block the loop that serves them: use :class:`SimulatorServer` or
-    ``asyncio.to_thread`` for those.
+    when the server stops. ``on_forward(operation, table)`` is called on the serving loop
+    for each request forwarded there, before it is sent (``table`` is the ``TableName``;
+    once per table for a batch naming several; None for a request naming none, such as
+    ListTables); it must neither block nor raise. The server stops when the block exits
+    (requests still held are abandoned). Sync HTTP clients (boto3) must not call it from
+    the same thread, as they would block the loop that serves them: use
+    :class:`SimulatorServer` or ``asyncio.to_thread`` for those.
     """
     if not timeout_delay >= 0:
         raise ValueError("timeout_delay must not be negative")
     _check_tables_endpoint(tables_endpoint)
     closing = asyncio.Event()
-    tables = None if tables_endpoint is None else _TablesForwarder(tables_endpoint, closing)
+    tables = (
+        None if tables_endpoint is None else _TablesForwarder(tables_endpoint, closing, on_forward)
+    )
     try:
         runner = web.AppRunner(
             _make_app(simulator, timeout_delay, closing, tables),
@@ -326,7 +364,8 @@ class SimulatorServer:
     ``start()`` returns once the server accepts connections; ``stop()`` shuts it down and
     joins the thread (idempotent). Also a context manager. Writes to the simulator from
     the test's thread are safe while the server runs. ``timeout_delay`` and
-    ``tables_endpoint`` as for :func:`serve_simulator`.
+    ``tables_endpoint`` as for :func:`serve_simulator`; :attr:`forwarded_calls` counts
+    what was forwarded to the tables endpoint.
     """
 
     def __init__(
@@ -353,6 +392,26 @@ class SimulatorServer:
         self._stopping: asyncio.Event | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        self._forwarded: Counter[tuple[str, str | None]] = Counter()
+        self._forwarded_lock = threading.Lock()
+
+    @property
+    def forwarded_calls(self) -> dict[tuple[str, str | None], int]:
+        """Requests forwarded to ``tables_endpoint`` so far, per ``(operation, table
+        name)`` (table None for a request naming none; a batch counts once per table it
+        names), e.g. ``{("UpdateItem", "app"): 12, ("Scan", "app-workers"): 30}``.
+
+        A copy, consistent at the moment it is taken: read it from any thread, before,
+        during or after serving, and subtract two readings to count a window. Requests
+        the simulator answers itself (streams operations, DescribeTable of its table) are
+        in the simulator's ``calls``, not here.
+        """
+        with self._forwarded_lock:
+            return dict(self._forwarded)
+
+    def _count_forwarded(self, operation: str, table: str | None) -> None:
+        with self._forwarded_lock:
+            self._forwarded[operation, table] += 1
 
     @property
     def endpoint_url(self) -> str:
@@ -414,6 +473,7 @@ class SimulatorServer:
             port=self._port,
             timeout_delay=self._timeout_delay,
             tables_endpoint=self.tables_endpoint,
+            on_forward=self._count_forwarded,
         ) as url:
             self._endpoint_url = url
             self._ready.set()
