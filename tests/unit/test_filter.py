@@ -19,8 +19,9 @@ from hypothesis import strategies as st
 
 from ddbstreams import ConfigurationError
 from ddbstreams.consuming._filter import RecordFilter
-from ddbstreams.model._decode import DefaultParser, RawParser, parse_lambda_event
+from ddbstreams.model._decode import DefaultParser, RawParser
 from ddbstreams.model._encode import encode_item, encode_value
+from ddbstreams.model._lambda_event import parse_lambda_event
 
 KEYS_ONLY = "KEYS_ONLY"
 BOTH = "NEW_AND_OLD_IMAGES"
@@ -694,8 +695,8 @@ def test_nesting_up_to_32_levels_is_allowed() -> None:
     [
         ('{"eventName": ["INSERT"]', "not a JSON pattern"),
         ('{"eventName": [NaN]}', "not a JSON pattern"),
-        ('{"eventName": ["A"], "eventName": ["B"]}', "duplicate key 'eventName'"),
-        ('{"dynamodb": {"SizeBytes": [1]}, "dynamodb": {"SizeBytes": [2]}}', "duplicate key"),
+        ('{"eventName": ["A"], "eventName": {"x": ["B"]}}', "duplicate key 'eventName'"),
+        ('{"dynamodb": {"SizeBytes": [1]}, "dynamodb": {"SizeBytes": {"a": [2]}}}', "duplicate"),
         ('["INSERT"]', "expected an object"),
     ],
 )

@@ -37,13 +37,21 @@ Semantics (Lambda / EventBridge event patterns)
   with ``{"equals-ignore-case": "x"}`` as the operand), ``{"equals-ignore-case": "x"}``,
   ``{"wildcard": "a*b"}`` (``*`` matches any run of characters; ``\\*`` and ``\\\\`` escape),
   ``{"anything-but": ...}`` (a string, a number, a list of strings or of numbers, or one of
-  ``{"prefix"|"suffix": str}``, ``{"equals-ignore-case"|"wildcard": str | [str]}``),
+  ``{"prefix"|"suffix"|"equals-ignore-case"|"wildcard": str | [str]}``, a prefix or suffix
+  never empty),
   ``{"numeric": [">", 0, "<=", 5]}`` (comparators ``< <= > >=``, one lower and one upper
   bound at most, or ``["=", n]`` alone), ``{"exists": true|false}``.
 * Exact strings match character by character; exact numbers match by their representation
-  (``300`` is not ``300.0``), as the Lambda docs say. ``equals-ignore-case`` (also inside
-  prefix, suffix and anything-but) compares Unicode case-folded text. The string operators
-  apply to strings only; an ``anything-but`` list matches any value it does not list.
+  (``300`` is not ``300.0``), as the Lambda docs say. ``numeric`` and an ``anything-but`` of
+  numbers compare JSON numbers as EventBridge does, as IEEE doubles (``300`` is ``300.0``;
+  see :func:`_comparable`). ``equals-ignore-case`` (also inside prefix, suffix and
+  anything-but) compares Unicode case-folded text. The string operators apply to strings
+  only, so an ``anything-but`` of one matches every value that is not a string (numbers,
+  booleans, null), as on AWS; an ``anything-but`` list matches any value it does not list.
+* Field names are paths joined with dots, as in EventBridge: ``{"dynamodb.Keys": ...}`` is
+  ``{"dynamodb": {"Keys": ...}}``, and an attribute whose name holds dots is named by that
+  name (``{"user.email": {"S": [...]}}``) or by its nested form. A key given twice (in JSON
+  text, or as a dotted and a nested form) merges objects; of two rule lists the later wins.
 * Rules apply to leaf values only. An object in the record matches no value rule, and
   ``{"exists": false}`` is true of it -- so the type tag must be spelled out:
   ``{"status": {"S": [{"exists": true}]}}``, not ``{"status": [{"exists": true}]}``.
@@ -181,6 +189,29 @@ def _n_number(x: Any) -> int | Decimal | None:
     except InvalidOperation:  # an exponent beyond any context
         return None
     return value if value.is_finite() else None
+
+
+def _comparable(x: Any) -> float | None:
+    """A JSON number as EventBridge compares it in ``numeric`` and numeric ``anything-but``.
+
+    aws/event-ruler, src/main/software/amazon/event/ruler/ComparableNumber.java: a number is
+    read as an IEEE 754 double and compared as one -- so ``300`` and ``300.0`` are equal --
+    and only if the double holds it exactly (``BigDecimal.valueOf(double)`` compares equal
+    to the text); any other number (e.g. more than 17 significant digits) is not comparable.
+    None for such a number and for whatever is not a number.
+    """
+    kind = type(x)
+    if kind is float:
+        return x if math.isfinite(x) else None
+    if kind is not int and kind is not Decimal:
+        return None
+    try:
+        double = float(x)
+    except OverflowError:
+        return None
+    if not math.isfinite(double) or Decimal(repr(double)) != x:
+        return None
+    return double
 
 
 def _number_text(x: Any) -> str | None:
@@ -321,11 +352,11 @@ def _ends(suffix: str, fold: bool) -> Callable[[Any], bool]:
 
 
 def _range(
-    low: int | Decimal | None,
+    low: int | Decimal | float | None,
     low_inclusive: bool,
-    high: int | Decimal | None,
+    high: int | Decimal | float | None,
     high_inclusive: bool,
-    number: Callable[[Any], int | Decimal | None],
+    number: Callable[[Any], int | Decimal | float | None],
 ) -> Callable[[Any], bool]:
     def predicate(x: Any) -> bool:
         n = number(x)
@@ -378,7 +409,10 @@ def _epoch(when: datetime) -> int | float:
 
 
 _DYNAMODB_GETTERS: Final[dict[str, Getter]] = {
-    "ApproximateCreationDateTime": lambda r, w: _epoch(r.approximate_creation_time),
+    # A sample Lambda event's record without a time has none to match, as in the event.
+    "ApproximateCreationDateTime": lambda r, w: (
+        _epoch(r.approximate_creation_time) if r.creation_time_known else _MISSING
+    ),
     "Keys": lambda r, w: _image(r.keys, w),
     "NewImage": lambda r, w: _image(r.new_image, w),
     "OldImage": lambda r, w: _image(r.old_image, w),
@@ -429,6 +463,73 @@ def _lambda_identity(raw: Any) -> Any:
     return raw
 
 
+class _PatternError(Exception):
+    """A problem found while a pattern is rewritten, before it is compiled."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(problem)
+        self.path = path
+        self.problem = problem
+
+
+def _where(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _expand(node: Any, path: str) -> Any:
+    """``node`` with dotted field names split into nested objects, as EventBridge reads them.
+
+    aws/event-ruler README, "Compiled rules and JSON keys with dots": field names are joined
+    with ``.``, so ``{"a.b": [...]}`` and ``{"a": {"b": [...]}}`` are one rule, and where both
+    occur they merge as repeated keys do (:func:`_merge_pattern`). Rule lists are left
+    alone; ``$or`` lists hold sub-patterns and are expanded.
+    """
+    if not isinstance(node, Mapping):
+        return node
+    out: dict[Any, Any] = {}
+    for key, value in node.items():
+        where = _where(path, str(key))
+        if key == "$or" and isinstance(value, list | tuple):
+            value = [_expand(alternative, where) for alternative in value]
+        elif isinstance(value, Mapping):
+            value = _expand(value, where)
+        if isinstance(key, str) and "." in key:
+            key, *rest = key.split(".")
+            for part in reversed(rest):
+                value = {part: value}
+        if key in out:
+            try:
+                value = _merge_pattern(out[key], value, _where(path, key))
+            except ValueError as exc:
+                raise _PatternError(where, str(exc)) from None
+        out[key] = value
+    return out
+
+
+def _attribute_entries(name: str, value: Any, path: str) -> list[tuple[str, Any, str]]:
+    """An attribute's own sub-pattern, and those of attributes whose names continue it.
+
+    DynamoDB attribute names may hold dots. A pattern names such an attribute by the dotted
+    name, which :func:`_expand` has split: ``{"user": {"email": {"S": [...]}}}``. An
+    attribute value is an object with one type tag, so a key under an attribute that is no
+    type tag and holds an object continues the name -- ``user.email`` -- which is how
+    EventBridge, joining the path with dots, reads it too.
+    """
+    if not isinstance(value, Mapping):
+        return [(name, value, path)]
+    continued = [
+        key
+        for key, sub in value.items()
+        if isinstance(key, str) and key not in _ALL_TAGS and key != "$or"
+        if isinstance(sub, Mapping)
+    ]
+    own = {key: sub for key, sub in value.items() if key not in continued}
+    entries = [(name, own, path)] if own or not value else []
+    for key in continued:
+        entries.extend(_attribute_entries(f"{name}.{key}", value[key], f"{path}.{key}"))
+    return entries
+
+
 # --- compiling ---------------------------------------------------------------------------
 
 
@@ -450,7 +551,11 @@ class _Compiler:
 
     def compile(self) -> tuple[Matcher, RecordMatcher]:
         """The pattern as a matcher of record dicts and as a matcher of Records."""
-        return self.record_level(self.pattern, "", _RECORD)
+        try:
+            expanded = _expand(self.pattern, "")
+        except _PatternError as exc:
+            self.fail(exc.path, exc.problem)
+        return self.record_level(expanded, "", _RECORD)
 
     def record_level(self, node: Any, path: str, level: int) -> tuple[Matcher, RecordMatcher]:
         """The record and its ``dynamodb`` part, whose fields are known in advance.
@@ -517,6 +622,9 @@ class _Compiler:
                         for i, alternative in enumerate(self.alternative_list(value, where))
                     )
                 )
+            elif level == _ITEM:
+                for name, attribute, at in _attribute_entries(key, value, where):
+                    fields.append((name, self.field(name, attribute, at, level, depth)))
             else:
                 fields.append((key, self.field(key, value, where, level, depth)))
         return _object_matcher(tuple(fields), tuple(ors))
@@ -714,12 +822,14 @@ class _Compiler:
         usage = 'takes ["=", n], [op, n] or [lower-op, n, upper-op, m] with ops < <= > >='
         if not isinstance(operand, list | tuple) or len(operand) not in (2, 4):
             self.fail(path, usage)
-        low: int | Decimal | None = None
-        high: int | Decimal | None = None
+        low: int | Decimal | float | None = None
+        high: int | Decimal | float | None = None
         low_inclusive = high_inclusive = False
         for i in range(0, len(operand), 2):
             comparator, bound = operand[i], operand[i + 1]
-            value = self.number(bound, f"{path}[{i + 1}]")
+            exact = self.number(bound, f"{path}[{i + 1}]")
+            # Outside N a JSON number: compared as EventBridge does (see _comparable).
+            value = exact if numbers else self.double(exact, f"{path}[{i + 1}]")
             if comparator == "=":
                 if len(operand) != 2:
                     self.fail(path, f'"=" cannot be combined with another comparator; {usage}')
@@ -742,35 +852,23 @@ class _Compiler:
         ):
             self.fail(path, "the range is empty: the lower bound is not below the upper bound")
         return _range(
-            low, low_inclusive, high, high_inclusive, _n_number if numbers else _json_number
+            low, low_inclusive, high, high_inclusive, _n_number if numbers else _comparable
         )
+
+    def double(self, value: int | Decimal, path: str) -> float:
+        # aws/event-ruler's ComparableNumber.generate rejects such a number in a rule.
+        double = _comparable(value)
+        if double is None:
+            self.fail(
+                path,
+                f"cannot compare the number {value}: outside N, numbers are compared as IEEE "
+                "doubles (as in EventBridge) and no double holds this one exactly",
+            )
+        return double
 
     def anything_but(self, operand: Any, path: str, numbers: bool) -> Callable[[Any], bool]:
         if isinstance(operand, Mapping):
-            if len(operand) != 1:
-                self.fail(path, "a nested anything-but operator object has exactly one key")
-            ((operator, inner),) = operand.items()
-            where = f"{path}.{operator}"
-            if operator == "prefix":
-                starts = _starts(self.string(inner, where), False)
-                return lambda x: type(x) is str and not starts(x)
-            if operator == "suffix":
-                ends = _ends(self.string(inner, where), False)
-                return lambda x: type(x) is str and not ends(x)
-            if operator == "equals-ignore-case":
-                folded = frozenset(s.casefold() for s in self.strings(inner, where))
-                return lambda x: type(x) is str and x.casefold() not in folded
-            if operator == "wildcard":
-                regexes = tuple(
-                    self.wildcard(s, f"{where}[{i}]")
-                    for i, s in enumerate(self.strings(inner, where))
-                )
-                return lambda x: type(x) is str and not any(r.fullmatch(x) for r in regexes)
-            self.fail(
-                where,
-                "anything-but takes prefix, suffix, equals-ignore-case or wildcard, "
-                f"not {operator!r}",
-            )
+            return self.anything_but_operator(operand, path)
         items = list(operand) if isinstance(operand, list | tuple) else [operand]
         if not items:
             self.fail(path, "anything-but needs at least one value")
@@ -778,16 +876,50 @@ class _Compiler:
             excluded = frozenset(items)
             return lambda x: not (type(x) is str and x in excluded)
         if all(_is_number(item) for item in items):
-            if numbers:
-                values = frozenset(
-                    self.number(item, f"{path}[{i}]") for i, item in enumerate(items)
-                )
+            numbers_at = [(self.number(item, f"{path}[{i}]"), i) for i, item in enumerate(items)]
+            if numbers:  # the N extension: exact values
+                values = frozenset(value for value, _ in numbers_at)
                 return lambda x: _n_number(x) not in values
-            texts = frozenset(
-                self.number_text(item, f"{path}[{i}]") for i, item in enumerate(items)
-            )
-            return lambda x: _number_text(x) not in texts
+            # A JSON number: EventBridge compiles anything-but numbers to ComparableNumber
+            # (aws/event-ruler JsonRuleCompiler.processAnythingButListMatchExpression), so
+            # excluding 300 excludes 300.0 too.
+            doubles = frozenset(self.double(value, f"{path}[{i}]") for value, i in numbers_at)
+            return lambda x: _comparable(x) not in doubles
         self.fail(path, "anything-but takes strings only or numbers only (or an operator object)")
+
+    def anything_but_operator(self, operand: Mapping[Any, Any], path: str) -> Callable[[Any], bool]:
+        """``anything-but`` of prefix, suffix, equals-ignore-case or wildcard.
+
+        Each takes a string or a list of strings (aws/event-ruler README, "Anything-but
+        matching"; JsonRuleCompiler.processAnythingButValuesSetMatchExpression), and an empty
+        prefix or suffix is rejected there ("Null prefix/suffix not allowed"). The operators
+        only ever match strings, so their anything-but matches every value that is not a
+        string -- numbers, booleans, null -- as on AWS: in event-ruler these patterns are
+        the complement of a match on the quoted string form, which no other value has.
+        """
+        if len(operand) != 1:
+            self.fail(path, "a nested anything-but operator object has exactly one key")
+        ((operator, inner),) = operand.items()
+        where = f"{path}.{operator}"
+        if operator in ("prefix", "suffix"):
+            affixes = tuple(self.strings(inner, where))
+            if "" in affixes:
+                self.fail(where, f"an empty {operator} is not allowed in anything-but (as on AWS)")
+            if operator == "prefix":
+                return lambda x: type(x) is not str or not x.startswith(affixes)
+            return lambda x: type(x) is not str or not x.endswith(affixes)
+        if operator == "equals-ignore-case":
+            folded = frozenset(s.casefold() for s in self.strings(inner, where))
+            return lambda x: type(x) is not str or x.casefold() not in folded
+        if operator == "wildcard":
+            regexes = tuple(
+                self.wildcard(s, f"{where}[{i}]") for i, s in enumerate(self.strings(inner, where))
+            )
+            return lambda x: type(x) is not str or not any(r.fullmatch(x) for r in regexes)
+        self.fail(
+            where,
+            f"anything-but takes prefix, suffix, equals-ignore-case or wildcard, not {operator!r}",
+        )
 
 
 def _kind(value: Any) -> str:
@@ -806,29 +938,31 @@ def _kind(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-def _merge(first: dict[str, Any], second: dict[str, Any], path: str) -> dict[str, Any]:
-    merged = dict(first)
-    for key, value in second.items():
-        if key in merged:
-            if not (isinstance(merged[key], dict) and isinstance(value, dict)):
-                raise ValueError(f"duplicate key {path}{key!r} whose values are not both objects")
-            merged[key] = _merge(merged[key], value, f"{path}{key}.")
-        else:
-            merged[key] = value
-    return merged
+def _merge_pattern(first: Any, second: Any, path: str) -> Any:
+    """The pattern for a key given twice, or for a dotted key meeting its nested form.
+
+    As in EventBridge: objects merge (their fields all apply), and of two rule lists for the
+    same field the later one wins -- aws/event-ruler JsonRuleCompiler: ``compile(source)``
+    uses ``withOverriding = true`` and ``writeRules`` puts a path's rules over earlier ones.
+    An object and a rule list for the same field cannot both hold here: ValueError.
+    """
+    if isinstance(first, Mapping) and isinstance(second, Mapping):
+        merged = dict(first)
+        for key, value in second.items():
+            where = f"{path}.{key}" if path else str(key)
+            merged[key] = _merge_pattern(merged[key], value, where) if key in merged else value
+        return merged
+    if isinstance(first, Mapping) or isinstance(second, Mapping):
+        raise ValueError(f"duplicate key {path!r} whose values are an object and rules")
+    return second
 
 
 def _object_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     # The Lambda docs' "Boolean expressions" example repeats the "dynamodb" key to AND two
-    # conditions; a plain JSON parser would keep only the last. Merge repeated objects.
+    # conditions; a plain JSON parser would keep only the last. Merge as EventBridge does.
     out: dict[str, Any] = {}
     for key, value in pairs:
-        if key in out:
-            if not (isinstance(out[key], dict) and isinstance(value, dict)):
-                raise ValueError(f"duplicate key {key!r} whose values are not both objects")
-            out[key] = _merge(out[key], value, f"{key}.")
-        else:
-            out[key] = value
+        out[key] = _merge_pattern(out[key], value, key) if key in out else value
     return out
 
 
@@ -927,7 +1061,8 @@ class RecordFilter:
         """A filter from patterns: each an object, or its JSON text (as in a ``Pattern``).
 
         JSON text is read with exact decimals; a key repeated with object values is merged
-        (the Lambda docs use this to AND conditions on ``NewImage`` and ``OldImage``).
+        (the Lambda docs use this to AND conditions on ``NewImage`` and ``OldImage``), and of
+        two rule lists for one field the later wins, as in EventBridge.
         No patterns: every record passes. Raises ``ConfigurationError`` for a pattern that
         is invalid, naming the pattern, the path in it and the problem.
         """

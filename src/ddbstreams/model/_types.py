@@ -6,11 +6,12 @@ Pure: no I/O. Decoding from the wire lives in ``ddbstreams.model._decode``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Final, Generic, Literal, TypeVar
 
 __all__ = [
+    "UNKNOWN_CREATION_TIME",
     "EventName",
     "Record",
     "RecordsPage",
@@ -27,6 +28,9 @@ T = TypeVar("T")
 
 EventName = Literal["INSERT", "MODIFY", "REMOVE"]
 StreamStatus = Literal["ENABLING", "ENABLED", "DISABLING", "DISABLED"]
+
+# The approximate_creation_time of a record whose source gave none (see Record).
+UNKNOWN_CREATION_TIME: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 _SHARD_ID_TIME = re.compile(r"^shardId-(\d{20})-[0-9a-fA-F]+$")
 
@@ -65,6 +69,14 @@ class Record:
     (see DESIGN.md for the mapping); with :class:`RawParser` they hold the wire attribute
     maps (DynamoDB JSON) untouched. Images absent for the stream view type are ``None``.
     ``shard_id`` is set by the reader; records parsed from a Lambda event have ``""``.
+
+    ``approximate_creation_time`` is always a timezone-aware UTC ``datetime``. Every record
+    read from a stream has one; only a hand-written or published sample Lambda event can lack
+    it (see :func:`~ddbstreams.parse_lambda_event`). Such a record holds the documented
+    sentinel :data:`UNKNOWN_CREATION_TIME` (the Unix epoch, a moment no stream record can
+    have: DynamoDB Streams began in 2014) and ``creation_time_known`` is ``False``. A
+    sentinel rather than ``None`` keeps the type plain for every consumer (ages, lag, the
+    CLI); code that compares times should check ``creation_time_known`` first.
     """
 
     event_id: str
@@ -82,6 +94,11 @@ class Record:
     shard_id: str
     user_identity: UserIdentity | None = None
     event_source_arn: str | None = None
+
+    @property
+    def creation_time_known(self) -> bool:
+        """False when the source carried no ApproximateCreationDateTime (a sample event)."""
+        return self.approximate_creation_time != UNKNOWN_CREATION_TIME
 
     @property
     def is_ttl_delete(self) -> bool:
@@ -170,3 +187,6 @@ class RecordsPage(Generic[T]):
     last_sequence_number: str | None
     last_creation_time: float | None
     sequence_numbers: list[str] | None = None
+    # Of the response body: what metrics count as bytes read. Not part of the page's
+    # content, so pages compare as before.
+    size_bytes: int = field(default=0, compare=False)
