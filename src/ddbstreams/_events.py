@@ -17,6 +17,7 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from ddbstreams.model._position import ShardStart, StartPosition
@@ -30,6 +31,8 @@ __all__ = [
     "Event",
     "EventHub",
     "ForeignWorkers",
+    "GetRecordsCalled",
+    "GetRecordsOutcome",
     "GroupChanged",
     "GroupError",
     "GroupEvent",
@@ -41,6 +44,7 @@ __all__ = [
     "ReaderError",
     "ReaderEvent",
     "RecordsGivenUp",
+    "RecordsSkipped",
     "RecordsTrimmed",
     "RequestRetried",
     "ShardFinished",
@@ -124,6 +128,41 @@ class RecordsTrimmed:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordsSkipped:
+    """``records`` records of ``shard_id`` were read and dropped because they are older than
+    the moment ``not_before`` of an ``at_time`` start (the service has no iterator at a
+    time, so a shard is read from its start). ``after_sequence_number`` is the last one
+    dropped: the shard goes on after it. One event per page with dropped records."""
+
+    shard_id: str
+    records: int
+    not_before: datetime
+    after_sequence_number: str
+
+
+GetRecordsOutcome = Literal["records", "empty", "throttled", "error"]
+"""How a GetRecords call ended: with records, with none, throttled, or failed otherwise."""
+
+
+@dataclass(frozen=True, slots=True)
+class GetRecordsCalled:
+    """A GetRecords call on ``shard_id`` ended with ``outcome``: ``records`` records in a
+    response of ``size_bytes`` bytes (both 0 for a failed call).
+
+    Published once per call the reader made, after the client's retries: an attempt the
+    client retried is a :class:`Throttled` or :class:`RequestRetried` instead, so that
+    every request sent is told exactly once (what metrics count). A call whose retries ran
+    out on throttling is ``"throttled"``; any other failure (an expired iterator, trimmed
+    records, a 5xx...) is an ``"error"``.
+    """
+
+    shard_id: str
+    outcome: GetRecordsOutcome
+    records: int = 0
+    size_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class StreamDisabled:
     """The stream was disabled: what remains is read, then a follow reader ends."""
 
@@ -148,6 +187,8 @@ ReaderEvent = (
     | RequestRetried
     | IteratorRefreshed
     | RecordsTrimmed
+    | RecordsSkipped
+    | GetRecordsCalled
     | StreamDisabled
     | ReaderError
 )
@@ -468,5 +509,7 @@ def log_event(event: Event) -> None:
             log.warning("%s: stream %s was replaced by %s", group, old, new)
         case LeaseTaken() | LeaseReleased() | GroupChanged() | WorkerJoined() | LeasesCreated():
             log.info("%r", event)
+        case GetRecordsCalled():
+            pass  # one per poll of every shard: for metrics, too many lines for a log
         case _:
             log.debug("%r", event)

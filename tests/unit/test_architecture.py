@@ -88,6 +88,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "ddbstreams.blocking",
         "ddbstreams.cli",
         "ddbstreams.local",
+        "ddbstreams.metrics",
         "ddbstreams.testing",
     ),
 )

@@ -55,6 +55,7 @@ from ddbstreams._events import (
     ConsumerStarted,
     Event,
     ForeignWorkers,
+    GetRecordsCalled,
     GroupError,
     LeaseLost,
     ReaderError,
@@ -74,6 +75,8 @@ from ddbstreams.cli._common import (
     retry_event,
     stop_on_signals,
 )
+from ddbstreams.cli._metrics import add_metrics_port_option, both, serving_metrics
+from ddbstreams.cli._moments import parse_ago, parse_time
 from ddbstreams.client._streams import RetryNotice, StreamsClient
 from ddbstreams.consuming._consumer import (
     Consumer,
@@ -88,7 +91,7 @@ from ddbstreams.coordination import Lease, LeaseTable, WorkerRecord, WorkerState
 from ddbstreams.coordination._options import GroupOptions
 from ddbstreams.coordination._table import WORKERS_TABLE_SUFFIX
 from ddbstreams.model._arn import is_table_name, parse_stream_arn
-from ddbstreams.model._position import LATEST, TRIM_HORIZON
+from ddbstreams.model._position import LATEST, TRIM_HORIZON, AtTime, Latest, TrimHorizon
 from ddbstreams.state._stores import SQLiteCheckpointStore
 
 __all__ = [
@@ -134,6 +137,24 @@ def _whole_number(low: int, high: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def _starting_position(text: str) -> TrimHorizon | Latest | AtTime:
+    """A ``--starting-position``: trim-horizon, latest, or (one process only: a group's
+    leases hold sequence numbers) time:ISO-8601 / ago:DURATION as ``tail --from`` takes."""
+    keyword, sep, rest = text.strip().partition(":")
+    keyword = keyword.lower()
+    try:
+        if sep and keyword in ("time", "ago"):
+            return parse_time(rest) if keyword == "time" else parse_ago(rest)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"invalid starting position {text!r}: {exc}") from None
+    if not sep and keyword in ("trim-horizon", "latest"):
+        return LATEST if keyword == "latest" else TRIM_HORIZON
+    raise argparse.ArgumentTypeError(
+        f"invalid starting position {text!r}: expected trim-horizon, latest, "
+        "time:ISO-8601 (e.g. time:2026-12-01T10:00:00Z) or ago:N[s|m|h|d]"
+    )
 
 
 def _seconds(low: float, high: float) -> Callable[[str], float]:
@@ -205,6 +226,7 @@ def add_run_command(commands: Any) -> None:
     _add_run_mode_options(run)
     _add_consumer_options(run)
     _add_group_options(run)
+    add_metrics_port_option(run)
     run.add_argument(
         "--health-port",
         metavar="PORT",
@@ -265,9 +287,10 @@ def _add_consumer_options(run: argparse.ArgumentParser) -> None:
     )
     run.add_argument(
         "--starting-position",
-        type=str.lower,
-        choices=("trim-horizon", "latest"),
-        help="where a shard without a checkpoint starts (default: trim-horizon)",
+        metavar="POSITION",
+        type=_starting_position,
+        help="where a shard without a checkpoint starts: trim-horizon (default), latest, or "
+        "with --checkpoint time:2026-12-01T10:00:00Z or ago:15m (records created since then)",
     )
     run.add_argument(
         "--parallelization-factor",
@@ -438,7 +461,7 @@ def _option_fields(args: argparse.Namespace) -> dict[str, Any]:
         if getattr(args, name) is not None
     }
     if args.starting_position is not None:
-        fields["starting_position"] = LATEST if args.starting_position == "latest" else TRIM_HORIZON
+        fields["starting_position"] = args.starting_position
     for flag in ("bisect_batch_on_error", "report_batch_item_failures"):
         if getattr(args, flag):
             fields[flag] = True
@@ -708,7 +731,8 @@ class _EventLines:
 
 
 def _told_elsewhere(event: Event) -> bool:
-    if isinstance(event, Throttled | RequestRetried):
+    # GetRecordsCalled: one per poll of every shard, for --metrics-port rather than -v.
+    if isinstance(event, Throttled | RequestRetried | GetRecordsCalled):
         return True
     if isinstance(event, ReaderError):
         return not event.retrying
@@ -719,8 +743,10 @@ def _told_elsewhere(event: Event) -> bool:
 
 async def _run(args: argparse.Namespace, handler: Handler, filters: RecordFilter | None) -> int:
     lines = _EventLines(verbose=args.verbose, where=str(args.checkpoint))
-    async with _client(args) as client:
-        consumer = _make_consumer(args, handler, filters, client, lines)
+    async with _client(args) as client, serving_metrics(args.metrics_port) as metrics:
+        consumer = _make_consumer(args, handler, filters, client, both(lines, metrics))
+        if metrics is not None:
+            metrics.track(consumer)
         lines.consumer = consumer
         stopper = _Stopper(consumer)
         health = HealthServer(consumer, args.health_port) if args.health_port is not None else None

@@ -75,11 +75,19 @@ import signal
 import sys
 import traceback
 from collections import Counter
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterator,
+    Sequence,
+)
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ddbstreams._clock import Clock, SystemClock
 from ddbstreams._errors import (
@@ -95,6 +103,7 @@ from ddbstreams._errors import (
 from ddbstreams._events import (
     ConsumerStarted,
     Event,
+    GetRecordsCalled,
     ReaderError,
     RequestRetried,
     StreamDisabled,
@@ -115,6 +124,10 @@ from ddbstreams.cli._common import (
     stop_on_signals,
 )
 from ddbstreams.cli._group import add_leases_command, add_run_command
+from ddbstreams.cli._lag import add_lag_command
+from ddbstreams.cli._metrics import add_metrics_port_option, serving_metrics
+from ddbstreams.cli._moments import MOMENT_FORMS, moment_text, parse_ago, parse_time
+from ddbstreams.cli._progress import TailProgress
 from ddbstreams.client._streams import RetryNotice, StreamsClient
 from ddbstreams.consuming._consumer import Consumer
 from ddbstreams.model._arn import is_table_name, parse_stream_arn
@@ -125,6 +138,7 @@ from ddbstreams.model._position import (
     TRIM_HORIZON,
     AfterSequence,
     AtSequence,
+    AtTime,
     Checkpoint,
     StartPosition,
     after_sequence,
@@ -134,9 +148,15 @@ from ddbstreams.model._types import Record
 from ddbstreams.reading import ReaderOptions, StreamReader
 from ddbstreams.state._stores import SQLiteCheckpointStore, StoredCheckpoint
 
+if TYPE_CHECKING:
+    from ddbstreams.metrics import PrometheusMetrics
+
 __all__ = ["main", "parse_position"]
 
-_POSITION_FORMS = "trim-horizon, latest, at:SEQ or after:SEQ (SEQ: a sequence number of digits)"
+_POSITION_FORMS = (
+    "trim-horizon, latest, at:SEQ or after:SEQ (SEQ: a sequence number of digits), or a time: "
+    + MOMENT_FORMS
+)
 _TAIL_CHECKPOINT_NAME = "tail"
 """Default ``--name`` of ``tail --checkpoint``: not the stores' ``default``, which consumers
 use, so that tailing a stream never moves a consumer's checkpoint."""
@@ -158,12 +178,18 @@ def parse_position(text: str) -> StartPosition:
     """Turn a ``--from`` value into a start position.
 
     Accepted forms: ``trim-horizon``, ``latest``, ``at:SEQ``, ``after:SEQ`` (case-insensitive
-    keywords; SEQ is a sequence number). Raises ``argparse.ArgumentTypeError`` otherwise,
-    with a message naming the accepted forms.
+    keywords; SEQ is a sequence number), ``time:ISO-8601`` and ``ago:DURATION`` (see
+    :mod:`ddbstreams.cli._moments`). Raises ``argparse.ArgumentTypeError`` otherwise,
+    with a message naming the accepted forms (or, for a time, what is wrong with it).
     """
     value = text.strip()
     keyword, sep, sequence = value.partition(":")
     keyword = keyword.lower()
+    if sep and keyword in ("time", "ago"):
+        try:
+            return parse_time(sequence) if keyword == "time" else parse_ago(sequence)
+        except ValueError as exc:  # InvalidPositionError is one too
+            raise argparse.ArgumentTypeError(f"invalid position {text!r}: {exc}") from None
     try:
         if not sep and keyword in ("trim-horizon", "trim_horizon"):
             return TRIM_HORIZON
@@ -186,6 +212,8 @@ def _position_text(position: StartPosition) -> str:
         return f"after:{position.sequence_number}"
     if isinstance(position, Checkpoint):
         return "a checkpoint"
+    if isinstance(position, AtTime):
+        return moment_text(position)
     return "latest" if position == LATEST else "trim-horizon"
 
 
@@ -212,6 +240,7 @@ def _build_parser() -> _ArgumentParser:
     _add_checkpoints_command(commands)
     add_run_command(commands)
     add_leases_command(commands)
+    add_lag_command(commands)
 
     demo = commands.add_parser(
         "demo",
@@ -251,6 +280,7 @@ def _add_tail_command(commands: Any) -> None:
         ),
     )
     _add_tail_options(tail)
+    add_metrics_port_option(tail)
     add_connection_options(tail)
     tail.set_defaults(handler=_cmd_tail)
 
@@ -265,8 +295,10 @@ def _add_tail_options(tail: argparse.ArgumentParser) -> None:
         type=parse_position,
         default=None,
         help=(
-            "where to start: trim-horizon (default, oldest record), latest, at:SEQ, after:SEQ; "
-            "with --checkpoint only when no checkpoint is stored"
+            "where to start: trim-horizon (default, oldest record), latest, at:SEQ, after:SEQ, "
+            "time:2026-12-01T10:00:00Z or ago:15m (s, m, h, d: records created since then; "
+            "reads shards from their start and drops older records); with --checkpoint only "
+            "when no checkpoint is stored"
         ),
     )
     tail.add_argument(
@@ -444,6 +476,9 @@ def _print_event(event: Event) -> None:
     # made before the reader has started and subscribed to the client.
     if isinstance(event, Throttled | RequestRetried):
         return
+    # One per poll of every shard: counted by --metrics-port, too many lines for -v.
+    if isinstance(event, GetRecordsCalled):
+        return
     note(_render.event_to_text(event))
 
 
@@ -536,11 +571,13 @@ class _Watch:
     ``stream_disabled`` records that the reader saw the stream being disabled.
     """
 
-    __slots__ = ("_outage", "_verbose", "stream_disabled")
+    __slots__ = ("_outage", "_verbose", "metrics", "progress", "stream_disabled")
 
     def __init__(self, *, verbose: bool, follow: bool, clock: Clock | None = None) -> None:
         self._verbose = verbose
         self.stream_disabled = False
+        self.metrics: PrometheusMetrics | None = None  # fed every event (--metrics-port)
+        self.progress: TailProgress | None = None  # a single pass's status line on stderr
         self._outage = (
             _OutageNotices(clock if clock is not None else SystemClock(), note) if follow else None
         )
@@ -550,6 +587,8 @@ class _Watch:
         client.add_response_listener(self.on_response)
 
     def on_event(self, event: Event) -> None:
+        if self.metrics is not None:
+            self.metrics(event)
         if isinstance(event, StreamDisabled):
             self.stream_disabled = True
         elif isinstance(event, ReaderError) and event.retrying and self._outage is not None:
@@ -593,12 +632,16 @@ async def _tail(args: argparse.Namespace, out: Output) -> int:
     else:
         render = _render.record_to_jsonl
     watch = _Watch(verbose=args.verbose, follow=args.follow)
+    if not args.follow and not args.verbose and not out.is_terminal and _stderr_is_terminal():
+        # Records go to a file or a pipe and a human waits at the terminal: show progress.
+        watch.progress = TailProgress.on_stderr()
     announce = args.verbose or (args.follow and _stderr_is_terminal())
     work: Coroutine[Any, Any, None]
     if args.checkpoint is None:
         work = _tail_plain(args, parser, render, out, watch, announce=announce)
     else:
         work = _tail_checkpointed(args, parser, render, out, watch, announce=announce)
+    work = _with_metrics(args.metrics_port, watch, work)
     if not args.follow:
         # Ctrl-C: asyncio.run cancels this task (the reader stops, the checkpoint is saved)
         # and raises KeyboardInterrupt, reported by main() as status 130.
@@ -616,6 +659,13 @@ async def _tail(args: argparse.Namespace, out: Output) -> int:
         # while the stream is being resolved is honoured too.
         await until_stopped(work, stop)
     return 0
+
+
+async def _with_metrics(port: int | None, watch: _Watch, work: Awaitable[None]) -> None:
+    """Run ``work`` with ``--metrics-port``'s metrics fed by ``watch`` and served."""
+    async with serving_metrics(port) as metrics:
+        watch.metrics = metrics
+        await work
 
 
 async def _tail_plain(
@@ -637,6 +687,8 @@ async def _tail_plain(
             parser=parser,
             on_event=watch.on_event,
         )
+        if watch.metrics is not None:
+            watch.metrics.track(reader)
         await _copy(
             reader,
             render,
@@ -799,6 +851,8 @@ async def _tail_checkpointed(
                 report_batch_item_failures=True,
             )
             printer.consumer = consumer
+            if watch.metrics is not None:
+                watch.metrics.track(consumer)
             try:
                 await _run_printing(consumer, printer, notes, watch, verbose=args.verbose)
             except DDBStreamsError as exc:
@@ -910,9 +964,12 @@ async def _copy(
     the stream disabled says so.
     """
     started = False
+    progress = watch.progress if watch is not None else None
     try:
         async with reader:
             started = True
+            if progress is not None:
+                progress.start(reader)
             if verbose if announce is None else announce:
                 note(_reading_text(reader.stream_arn, follow=reader.follow))
             printed = 0
@@ -923,7 +980,11 @@ async def _copy(
                     # watching or a pipe reader, cheap for a pipe.
                     out.flush()
                     printed += len(batch)
+                    if progress is not None:
+                        progress.add(batch)
             ended_by_itself = limit is None or printed < limit
+            if progress is not None and ended_by_itself:
+                progress.passed()  # open shards caught up count as done
             if reader.follow and ended_by_itself and watch is not None and watch.stream_disabled:
                 # Otherwise a follow that stops with status 0 and no word looks like a crash.
                 note(
@@ -931,6 +992,8 @@ async def _copy(
                     "off); every record it holds was read"
                 )
     finally:
+        if progress is not None:
+            progress.finish()
         if verbose and started:
             note("reader stopped")
 

@@ -27,10 +27,14 @@ consumer's, for the ``--verbose`` progress log on stderr.
 Stored checkpoints (``ddbstreams checkpoints show``): :func:`checkpoints_to_text` (one block
 per checkpoint: name, stream, version, update time, shard counts and, when there are not too
 many, each shard's position) and :func:`checkpoints_to_json` (the full stored documents).
+
+Consumer lag (``ddbstreams lag``): :func:`lag_to_text` and :func:`lag_to_json`. Progress of
+a single-pass ``tail`` on a terminal's stderr: :func:`progress_line`.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -54,6 +58,7 @@ from ddbstreams._events import (
     LeaseTaken,
     ReaderError,
     RecordsGivenUp,
+    RecordsSkipped,
     RecordsTrimmed,
     RequestRetried,
     ShardFinished,
@@ -70,6 +75,7 @@ from ddbstreams.model._decode import dumps_plain_json, escape_lone_surrogates
 from ddbstreams.model._position import (
     AfterSequence,
     AtSequence,
+    AtTime,
     Checkpoint,
     Latest,
     ShardStart,
@@ -78,10 +84,12 @@ from ddbstreams.model._position import (
 from ddbstreams.model._types import Record, Shard, StreamDescription
 
 if TYPE_CHECKING:
+    from ddbstreams.cli._lag import LagReport, ShardLag
     from ddbstreams.state._stores import StoredCheckpoint
 
 __all__ = [
     "ASCII",
+    "LAG_STATES",
     "UNICODE",
     "Glyphs",
     "checkpoints_to_json",
@@ -89,11 +97,15 @@ __all__ = [
     "description_to_json",
     "description_to_text",
     "event_to_text",
+    "format_duration",
     "format_epoch",
     "format_time",
+    "lag_to_json",
+    "lag_to_text",
     "lease_state",
     "leases_to_json",
     "leases_to_text",
+    "progress_line",
     "record_to_jsonl",
     "record_to_pretty",
 ]
@@ -123,6 +135,16 @@ _RED: Final = "\x1b[31m"
 _GREEN: Final = "\x1b[32m"
 _YELLOW: Final = "\x1b[33m"
 _EVENT_COLOURS: Final = {"INSERT": _GREEN, "MODIFY": _YELLOW, "REMOVE": _RED}
+LAG_STATES: Final = (
+    "reading",
+    "not-started",
+    "waiting-for-parent",
+    "no-lease",
+    "finished",
+    "gone",
+)
+"""A shard's states in a lag report (see :data:`ddbstreams.cli._lag.STATES`), in the order
+a summary counts them."""
 
 
 def format_time(moment: datetime) -> str:
@@ -408,6 +430,10 @@ def description_to_json(description: StreamDescription) -> bytes:
 
 
 def _shard_start_text(start: ShardStart) -> str:
+    if start.not_before is not None:
+        # A time filter still to pass: say so, or a resume would look like a full re-read.
+        where = _shard_start_text(start.without_filter())
+        return f"{where}, records from {_moment(start.not_before)}"
     if start.iterator_type == "TRIM_HORIZON":
         return "at trim horizon"
     if start.iterator_type == "LATEST":
@@ -424,7 +450,13 @@ def _start_text(start: StartPosition) -> str:
         return f"after {start.sequence_number}"
     if isinstance(start, Checkpoint):
         return "from a checkpoint"
+    if isinstance(start, AtTime):
+        return f"at records from {_moment(start.moment)}"
     return "at latest" if isinstance(start, Latest) else "at trim horizon"
+
+
+def _moment(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 def _on_shard(shard_id: str | None) -> str:
@@ -473,6 +505,11 @@ def event_to_text(event: Event) -> str:
             return (
                 f"records trimmed: {shard_id}, records {lost} were lost; "
                 "continuing at the oldest remaining record"
+            )
+        case RecordsSkipped(shard_id, records, not_before, after):
+            return (
+                f"records skipped: {_records(records)} of {shard_id} older than "
+                f"{_moment(not_before)} (through {after})"
             )
         case StreamDisabled(stream_arn):
             return f"stream disabled: {stream_arn}; reading what remains, then stopping"
@@ -799,3 +836,156 @@ def leases_to_json(
         "workers": None if workers is None else [_worker_object(w) for w in workers],
     }
     return orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"
+
+
+# -- consumer lag (ddbstreams lag) --------------------------------------------------------
+
+
+def format_duration(seconds: float) -> str:
+    """A short human duration, rounded down to its last unit: ``0s``, ``45s``, ``12m 05s``,
+    ``3h 07m``, ``2d 04h``. Negative durations (clocks apart) are shown as ``0s``."""
+    total = max(0, int(seconds))
+    if total < 60:
+        return f"{total}s"
+    if total < 3600:
+        return f"{total // 60}m {total % 60:02d}s"
+    if total < 86400:
+        return f"{total // 3600}h {total % 3600 // 60:02d}m"
+    return f"{total // 86400}d {total % 86400 // 3600:02d}h"
+
+
+def _behind_text(behind: float | None, lower_bound: bool) -> str:
+    if behind is None:
+        return "-"
+    return (">= " if lower_bound else "") + format_duration(behind)
+
+
+def _lag_summary(report: LagReport) -> list[str]:
+    behind, lower = report.behind
+    if not report.read:
+        behind_text = "not measured (--no-read: see each checkpoint's AGE)"
+        pending_text = "not counted (--no-read)"
+    else:
+        behind_text = _behind_text(behind, lower) + " (the most behind shard)"
+        pending_text = _count(report.pending or 0, "record") + " not processed yet"
+    states = Counter(shard.state for shard in report.shards)
+    counts = ", ".join(f"{states[state]} {state}" for state in LAG_STATES if states[state])
+    fields = [
+        ("stream", report.stream_arn),
+        ("source", report.source),
+        ("at", format_epoch(report.now)),
+        ("behind", behind_text),
+        ("pending", pending_text),
+        ("shards", f"{len(report.shards)}" + (f" ({counts})" if counts else "")),
+    ]
+    lost = [shard.shard_id for shard in report.shards if shard.records_lost]
+    if lost:
+        fields.append(("lost", f"records trimmed before being processed in {', '.join(lost)}"))
+    return [f"{label:<8} {value}" for label, value in fields]
+
+
+def lag_to_text(report: LagReport) -> str:
+    """A lag report: a summary (stream, source, time, how far behind the most behind shard
+    is, records pending, shard states), then one line per shard; ends in a newline.
+
+    Columns: ``SHARD, STATE`` (see :data:`ddbstreams.cli._lag.STATES`), ``OWNER`` (groups
+    only), ``CHECKPOINT`` (sequence number of the last record processed, ``-`` when none),
+    ``CHECKPOINTED AT`` (its approximate creation time), ``AGE`` (now minus that),
+    ``NEWEST`` (creation time of the shard's newest record, when read), ``PENDING``
+    (records after the checkpoint) and ``BEHIND`` (newest minus checkpointed; ``>=`` marks
+    a lower bound). ``-`` where a value is not known or not measured.
+    """
+    lines = _lag_summary(report)
+    header = ["SHARD", "STATE", "OWNER", "CHECKPOINT", "CHECKPOINTED AT", "AGE", "NEWEST"]
+    header += ["PENDING", "BEHIND"]
+    rows = []
+    for shard in report.shards:
+        checkpointed = shard.checkpoint_time
+        rows.append(
+            [
+                shard.shard_id,
+                shard.state,
+                shard.owner or "-",
+                shard.checkpoint or "-",
+                format_epoch(checkpointed) if checkpointed is not None else "-",
+                format_duration(report.now - checkpointed) if checkpointed is not None else "-",
+                format_epoch(shard.newest_time) if shard.newest_time is not None else "-",
+                str(shard.pending) if shard.pending is not None else "-",
+                _behind_text(shard.behind, shard.lower_bound),
+            ]
+        )
+    if not report.group:
+        header.pop(2)
+        for row in rows:
+            row.pop(2)
+    if rows:
+        lines.append("")
+        lines.extend(_table(header, rows))
+    return "\n".join(lines) + "\n"
+
+
+def _lag_shard_object(shard: ShardLag, now: float) -> dict[str, Any]:
+    checkpointed = shard.checkpoint_time
+    newest = shard.newest_time
+    return {
+        "shardId": shard.shard_id,
+        "parentShardId": shard.parent_shard_id,
+        "state": shard.state,
+        "owner": shard.owner,
+        "checkpoint": shard.checkpoint,
+        "checkpointTime": format_epoch(checkpointed) if checkpointed is not None else None,
+        "checkpointAgeSeconds": None if checkpointed is None else max(0.0, now - checkpointed),
+        "newestRecordTime": format_epoch(newest) if newest is not None else None,
+        "pendingRecords": shard.pending,
+        "behindSeconds": shard.behind,
+        "behindIsLowerBound": shard.lower_bound,
+        "recordsLost": shard.records_lost,
+    }
+
+
+def lag_to_json(report: LagReport) -> bytes:
+    """One JSON document (indented, ending in a newline): ``streamArn``, ``source`` (its
+    description) and ``sourceKind`` (``file``, ``table`` or ``group``), ``at`` (ISO 8601),
+    ``read`` (false with ``--no-read``), ``behindSeconds`` and ``behindIsLowerBound`` (of
+    the most behind shard; null when not measured), ``pendingRecords`` (null when not
+    read) and ``shards``: per shard in shard order ``shardId, parentShardId, state, owner,
+    checkpoint, checkpointTime, checkpointAgeSeconds, newestRecordTime, pendingRecords,
+    behindSeconds, behindIsLowerBound, recordsLost`` (see :func:`lag_to_text`)."""
+    behind, lower = report.behind
+    document = {
+        "streamArn": report.stream_arn,
+        "source": report.source,
+        "sourceKind": report.source_kind,
+        "at": format_epoch(report.now),
+        "read": report.read,
+        "behindSeconds": behind,
+        "behindIsLowerBound": lower,
+        "pendingRecords": report.pending,
+        "shards": [_lag_shard_object(shard, report.now) for shard in report.shards],
+    }
+    return orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"
+
+
+# -- progress of a single-pass tail (stderr on a terminal) --------------------------------
+
+
+def progress_line(
+    records: int,
+    elapsed: float,
+    shards_done: int,
+    shards_total: int,
+    iterator_age: float | None,
+) -> str:
+    """One status line for a single pass that writes to a file or a pipe, without a newline:
+    ``12,345 records  2,469/s  shards 3/7 done  iterator age 4m 10s``.
+
+    ``elapsed`` (seconds since the pass started) gives the rate (``-`` before any time has
+    passed). ``iterator_age`` is now minus the creation time of the last record written,
+    Lambda's IteratorAge (``-`` before the first record).
+    """
+    rate = f"{records / elapsed:,.0f}/s" if elapsed > 0 else "-/s"
+    age = format_duration(iterator_age) if iterator_age is not None else "-"
+    return (
+        f"{records:,} record{'' if records == 1 else 's'}  {rate}  "
+        f"shards {shards_done}/{shards_total} done  iterator age {age}"
+    )

@@ -3,7 +3,9 @@
 :func:`map_transport_error` turns a :class:`~ddbstreams.transport._seam.TransportError` into the
 library's exception for the operation and the resource it was about (a
 :class:`CallTarget`). Most codes map through a table of exception class and message
-template; "not found" and validation errors depend on what the call was about.
+template; "not found" and validation errors depend on what the call was about, and an
+access-denied error names the IAM action to grant (``dynamodb:<Operation>``) and the
+resource to grant it on (:func:`access_denied_error`).
 """
 
 from __future__ import annotations
@@ -32,7 +34,14 @@ from ddbstreams.client._backoff import CONNECTION_CODES, CREDENTIALS_CODES, THRO
 from ddbstreams.model._position import ShardStart
 from ddbstreams.transport._seam import TransportError
 
-__all__ = ["CallTarget", "malformed_response_error", "map_transport_error"]
+__all__ = [
+    "CallTarget",
+    "access_denied_error",
+    "iam_action",
+    "iam_resource",
+    "malformed_response_error",
+    "map_transport_error",
+]
 
 _VALIDATION_CODES: Final = frozenset(
     {
@@ -85,7 +94,6 @@ _BY_GROUP: Final[tuple[tuple[frozenset[str], _Rule], ...]] = (
         _VALIDATION_CODES,
         (ValidationError, "{operation} for {what} was rejected as invalid {detail}"),
     ),
-    (_ACCESS_DENIED_CODES, (AccessDeniedError, "access denied: {operation} on {what} {detail}")),
     (
         CREDENTIALS_CODES,
         (
@@ -152,6 +160,8 @@ def map_transport_error(
     what = target.describe()
     if code == "ResourceNotFoundException":
         return _not_found(error, target, detail)
+    if code in _ACCESS_DENIED_CODES:
+        return access_denied_error(operation, target, detail)
     start = target.start
     if (
         code in _VALIDATION_CODES
@@ -174,6 +184,44 @@ def map_transport_error(
             where=endpoint if endpoint is not None else "the endpoint",
             help=_CREDENTIALS_HELP,
         )
+    )
+
+
+def iam_action(operation: str) -> str:
+    """The IAM action that allows ``operation``: ``dynamodb:GetRecords`` for GetRecords.
+
+    Every operation this library calls (the streams operations as well as those on state
+    tables) is authorised by an action of the ``dynamodb`` service named after it.
+    """
+    return f"dynamodb:{operation}"
+
+
+def iam_resource(target: CallTarget) -> str | None:
+    """The resource a policy must name for a call about ``target``, as far as it is known.
+
+    A stream's ARN is its resource. A table is known here by its name only, so the ARN is
+    shown with its region and account left as placeholders. GetRecords is made with a shard
+    iterator, so only its shard is known: the resource is that shard's stream. None when
+    the call is about no resource (ListStreams of every table: ``*``).
+    """
+    if target.table_name is not None:
+        return f"arn:aws:dynamodb:REGION:ACCOUNT:table/{target.table_name}"
+    if target.stream_arn is not None:
+        return target.stream_arn
+    if target.shard_id is not None:
+        return f"the ARN of the stream of shard {target.shard_id}"
+    return None
+
+
+def access_denied_error(operation: str, target: CallTarget, detail: str) -> AccessDeniedError:
+    """The error for a call the credentials may not make, naming the IAM action to grant
+    and the resource to grant it on, so the fix can be read off the message."""
+    action = iam_action(operation)
+    resource = iam_resource(target)
+    on = f" on {resource}" if resource is not None else " (resource *)"
+    return AccessDeniedError(
+        f"access denied: {operation} on {target.describe()} {detail}; the credentials in use "
+        f"need the IAM permission {action}{on}"
     )
 
 

@@ -79,6 +79,7 @@ from ddbstreams.model._position import (
     TRIM_HORIZON,
     AfterSequence,
     AtSequence,
+    AtTime,
     Checkpoint,
     Latest,
     ShardStart,
@@ -125,8 +126,8 @@ class ConsumerOptions:
     - ``maximum_batching_window`` (MaximumBatchingWindowInSeconds, default 0): how long to
       gather records of a shard before calling the handler with fewer than ``batch_size``.
     - ``starting_position`` (StartingPosition): TRIM_HORIZON or LATEST (or, beyond Lambda,
-      ``at_sequence(...)`` / ``after_sequence(...)``), used when the store holds no
-      checkpoint for the stream.
+      ``at_sequence(...)`` / ``after_sequence(...)`` / ``at_time(...)``; not in a group),
+      used when the store holds no checkpoint for the stream.
     - ``maximum_retry_attempts`` (MaximumRetryAttempts, default -1 = until the record
       expires): retries of a failed batch before it goes to the on-failure destination.
     - ``maximum_record_age`` (MaximumRecordAgeInSeconds, default -1 = no limit): records
@@ -160,7 +161,7 @@ class ConsumerOptions:
 
     batch_size: int = 100
     maximum_batching_window: float = 0.0
-    starting_position: TrimHorizon | Latest | AtSequence | AfterSequence = TRIM_HORIZON
+    starting_position: TrimHorizon | Latest | AtSequence | AfterSequence | AtTime = TRIM_HORIZON
     maximum_retry_attempts: int = -1
     maximum_record_age: float = -1
     bisect_batch_on_error: bool = False
@@ -177,11 +178,11 @@ class ConsumerOptions:
         if not 0 <= self.maximum_batching_window <= 300:
             raise ConfigurationError("maximum_batching_window must be between 0 and 300 seconds")
         if not isinstance(
-            self.starting_position, TrimHorizon | Latest | AtSequence | AfterSequence
+            self.starting_position, TrimHorizon | Latest | AtSequence | AfterSequence | AtTime
         ):
             raise ConfigurationError(
-                "starting_position must be TRIM_HORIZON, LATEST, at_sequence(...) or "
-                "after_sequence(...)"
+                "starting_position must be TRIM_HORIZON, LATEST, at_sequence(...), "
+                "after_sequence(...) or at_time(...)"
             )
         if not -1 <= self.maximum_retry_attempts <= 10_000:
             raise ConfigurationError("maximum_retry_attempts must be -1 or between 0 and 10000")
@@ -981,7 +982,13 @@ class _Pass:
             pending.pop(shard_id, None)
             if start is None:
                 continue
-            if start.iterator_type == "AFTER_SEQUENCE_NUMBER" and start.sequence_number:
+            # A start with a time filter (an at_time read short of its moment) stays
+            # pending: as a plain position it would lose the filter.
+            if (
+                start.iterator_type == "AFTER_SEQUENCE_NUMBER"
+                and start.sequence_number
+                and start.not_before is None
+            ):
                 positions[shard_id] = start.sequence_number
             else:
                 pending[shard_id] = start

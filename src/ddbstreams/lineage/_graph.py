@@ -27,6 +27,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from types import MappingProxyType
 from typing import Literal
 
@@ -36,11 +37,13 @@ from ddbstreams.model._position import (
     SHARD_TRIM_HORIZON,
     AfterSequence,
     AtSequence,
+    AtTime,
     Checkpoint,
     Latest,
     ShardStart,
     StartPosition,
     TrimHorizon,
+    creation_time_threshold,
     validate_sequence_number,
 )
 from ddbstreams.model._types import Shard, shard_created_ms
@@ -361,12 +364,16 @@ class ReadPlan:
     reader applies its trimming policy to them. ``excluded`` holds listed shards deliberately
     left out whose descendants discovered later must stay unread too: the other lineages of
     an at/after-sequence start. Listed shards in none of these are simply not read (already
-    consumed, or before a LATEST start) and do not stop new children from being read.
+    consumed, before a LATEST start, or ended before an ``at_time`` moment) and do not stop
+    new children from being read. ``new_shards`` is where a shard listed later begins (in
+    follow mode): its start, keeping the time filter of an ``at_time`` read so that a
+    moment still in the future holds for shards created before it too.
     """
 
     starts: Mapping[str, ShardStart]
     missing_checkpoint_shards: frozenset[str] = frozenset()
     excluded: frozenset[str] = frozenset()
+    new_shards: ShardStart = SHARD_TRIM_HORIZON
 
     @property
     def shard_ids(self) -> tuple[str, ...]:
@@ -374,7 +381,13 @@ class ReadPlan:
         return tuple(self.starts)
 
 
-def plan_reads(graph: ShardGraph, start: StartPosition, *, holder: str | None = None) -> ReadPlan:
+def plan_reads(
+    graph: ShardGraph,
+    start: StartPosition,
+    *,
+    holder: str | None = None,
+    time_resolution: int = 1,
+) -> ReadPlan:
     """Decide which listed shards a read starting at ``start`` covers, and where each begins.
 
     - ``TRIM_HORIZON``: every listed shard, each from its own TRIM_HORIZON.
@@ -385,6 +398,14 @@ def plan_reads(graph: ShardGraph, start: StartPosition, *, holder: str | None = 
       descendants from TRIM_HORIZON. Nothing else: sequence numbers are ordered within a
       shard only, so other lineages are excluded (``ReadPlan.excluded``). Raises
       InvalidPositionError when no listed shard's range holds ``seq``.
+    - ``at_time(moment)``: every listed shard from TRIM_HORIZON with the time filter
+      ``not_before=moment``, except the shards that ended before the moment. A shard's end
+      is only hinted, by its children's creation time (in their ids): a shard is skipped
+      when it has listed children and every one of them was created before the moment
+      rounded down to ``time_resolution`` seconds (see
+      :func:`~ddbstreams.model._position.creation_time_threshold`), so each of its records
+      is older than anything the filter keeps. A child whose id carries no time keeps its
+      parent read (never lose data).
     - a :class:`Checkpoint` (that it belongs to this stream is the caller's check): shards
       in ``finished`` are not read; shards in ``positions`` resume AFTER their sequence
       number; shards in ``pending`` begin at their recorded ShardStart (if a shard is named
@@ -394,7 +415,9 @@ def plan_reads(graph: ShardGraph, start: StartPosition, *, holder: str | None = 
       named ancestor makes it born after the checkpoint, or it is unrelated to every named
       shard (never lose data). Ancestors are followed through ``parent_shard_id``, so a
       named shard that is no longer listed still counts as the ancestor of its listed
-      children. Named shards that are not listed go to ``missing_checkpoint_shards``.
+      children. Named shards that are not listed go to ``missing_checkpoint_shards``. While
+      a pending shard still has a time filter (an ``at_time`` read that had not reached its
+      moment), the shards read from TRIM_HORIZON, and ``new_shards``, get that filter too.
 
     ``holder`` names the shard known (by reading) to hold an at/after sequence number,
     overriding the range-based choice when several shards' ranges hold it.
@@ -410,6 +433,8 @@ def plan_reads(graph: ShardGraph, start: StartPosition, *, holder: str | None = 
         )
     if isinstance(start, AtSequence | AfterSequence):
         return _plan_sequence(graph, start, holder)
+    if isinstance(start, AtTime):
+        return _plan_time(graph, start.moment, time_resolution)
     if isinstance(start, Checkpoint):
         return _plan_checkpoint(graph, start)
     raise TypeError(f"not a start position: {start!r}")
@@ -439,6 +464,39 @@ def _plan_sequence(
     return ReadPlan(_frozen(starts), excluded=excluded)
 
 
+def _plan_time(graph: ShardGraph, moment: datetime, resolution: int) -> ReadPlan:
+    threshold_ms = int(creation_time_threshold(moment, resolution) * 1000)
+    start = ShardStart("TRIM_HORIZON", not_before=moment)
+    starts = {
+        shard_id: start
+        for shard_id in graph.topological_order()
+        if not _ended_before(graph, shard_id, threshold_ms)
+    }
+    return ReadPlan(_frozen(starts), new_shards=start)
+
+
+def _ended_before(graph: ShardGraph, shard_id: str, threshold_ms: int) -> bool:
+    """Whether every listed child of the shard was created before ``threshold_ms``: the
+    shard closed when they were made, so all its records are older (a hint, as the ids)."""
+    kids = graph.children(shard_id)
+    if not kids:
+        return False
+    for kid in kids:
+        created_ms = shard_created_ms(kid)
+        if created_ms is None or created_ms >= threshold_ms:
+            return False
+    return True
+
+
+def _checkpoint_filter(checkpoint: Checkpoint) -> ShardStart:
+    """Where unnamed shards of a checkpoint's read begin: TRIM_HORIZON, with the time filter
+    of its pending shards while any has one (the latest moment if they differ)."""
+    moments = [s.not_before for s in checkpoint.pending.values() if s.not_before is not None]
+    if not moments:
+        return SHARD_TRIM_HORIZON
+    return ShardStart("TRIM_HORIZON", not_before=max(moments))
+
+
 def _plan_checkpoint(graph: ShardGraph, checkpoint: Checkpoint) -> ReadPlan:
     named = set(checkpoint.finished) | set(checkpoint.positions) | set(checkpoint.pending)
     order = graph.topological_order()
@@ -459,6 +517,7 @@ def _plan_checkpoint(graph: ShardGraph, checkpoint: Checkpoint) -> ReadPlan:
             kid in named or named_descendant[kid] for kid in graph.children(shard_id)
         )
 
+    unnamed = _checkpoint_filter(checkpoint)
     starts: dict[str, ShardStart] = {}
     for shard_id in order:
         if shard_id in checkpoint.finished:
@@ -473,9 +532,9 @@ def _plan_checkpoint(graph: ShardGraph, checkpoint: Checkpoint) -> ReadPlan:
             continue
         else:
             # Born after the checkpoint (named ancestor) or unrelated to it: read it all.
-            starts[shard_id] = SHARD_TRIM_HORIZON
+            starts[shard_id] = unnamed
     missing = frozenset(shard_id for shard_id in named if shard_id not in graph)
-    return ReadPlan(_frozen(starts), missing_checkpoint_shards=missing)
+    return ReadPlan(_frozen(starts), missing_checkpoint_shards=missing, new_shards=unnamed)
 
 
 class LineageTracker:
@@ -506,6 +565,7 @@ class LineageTracker:
         "_excluded",
         "_forgotten",
         "_graph",
+        "_new_start",
         "_running",
         "_starts",
         "_waiting",
@@ -515,13 +575,16 @@ class LineageTracker:
         """Track a read of ``plan`` over ``graph``: every planned shard starts waiting.
 
         ``plan`` is a :class:`ReadPlan` or a plain mapping of shard id to ShardStart (then
-        nothing is excluded). Raises ValueError when a planned shard is not in ``graph``.
+        nothing is excluded, and shards added later begin at TRIM_HORIZON). Raises
+        ValueError when a planned shard is not in ``graph``.
         """
         if isinstance(plan, ReadPlan):
             starts: Mapping[str, ShardStart] = plan.starts
             excluded: Iterable[str] = plan.excluded
+            self._new_start = plan.new_shards
         else:
             starts, excluded = plan, ()
+            self._new_start = SHARD_TRIM_HORIZON
         unlisted = sorted(shard_id for shard_id in starts if shard_id not in graph)
         if unlisted:
             raise ValueError(f"planned shards are not in the graph: {', '.join(unlisted)}")
@@ -652,7 +715,8 @@ class LineageTracker:
           has placed and is not read (``unplanned``);
         - else if its parent (by ``parent_shard_id``, listed or not) is excluded, it is
           excluded too;
-        - else it becomes waiting at TRIM_HORIZON: it was created after the read began (or
+        - else it becomes waiting at TRIM_HORIZON (``ReadPlan.new_shards``, which may add
+          a time filter): it was created after the read began (or
           missed by an earlier listing), so all of it is new. This holds whether its parent
           is waiting, running, ended, forgotten, unplanned (a split after a LATEST start,
           a child of a shard a checkpoint had finished) or not listed (a new partition root:
@@ -686,7 +750,7 @@ class LineageTracker:
                 self._excluded.add(shard_id)
                 continue
             self._waiting.add(shard_id)
-            self._starts[shard_id] = SHARD_TRIM_HORIZON
+            self._starts[shard_id] = self._new_start
             added.append(shard_id)
         if complete:
             listed = {shard.shard_id for shard in listing}

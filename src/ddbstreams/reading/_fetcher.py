@@ -4,7 +4,9 @@ States: acquiring an iterator -> paging -> done. Paging ends when the shard ends
 NextShardIterator) or, for an open shard in a single pass, when it has caught up. An
 expired iterator is re-acquired AFTER the last sequence number put in the buffer (or at
 the start if nothing was), so nothing is lost or repeated. Trimmed records follow the
-reader's ``on_trimmed`` policy. In follow mode, calls that still fail after the client's
+reader's ``on_trimmed`` policy. A start with a time filter (``at_time``) drops the records
+older than its moment until the first one that is not (:mod:`._timefilter`), moving the
+shard's start past what it dropped. In follow mode, calls that still fail after the client's
 retries are tried again later from the same position. A paused shard makes no request
 until resumed. Cancelling :meth:`ShardFetcher.run` (release, stop) leaves nothing behind:
 a page not yet in the buffer is simply not put there.
@@ -17,16 +19,29 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar, cast
 
-from ddbstreams._errors import ExpiredIteratorError, ShardNotFoundError, TrimmedDataError
-from ddbstreams._events import IteratorRefreshed, ReaderError, RecordsTrimmed
+from ddbstreams._errors import (
+    ExpiredIteratorError,
+    ShardNotFoundError,
+    ThrottledError,
+    TrimmedDataError,
+)
+from ddbstreams._events import (
+    GetRecordsCalled,
+    IteratorRefreshed,
+    ReaderError,
+    RecordsSkipped,
+    RecordsTrimmed,
+)
 from ddbstreams.client._backoff import exponential_delay
+from ddbstreams.model._decode import DefaultParser, RawParser
 from ddbstreams.model._parser import Parser
-from ddbstreams.model._position import SHARD_TRIM_HORIZON, ShardStart
+from ddbstreams.model._position import ShardStart, creation_time_resolution
 from ddbstreams.model._types import Record, RecordsPage, Shard
 from ddbstreams.reading._calls import TRANSIENT_ERRORS, StreamCalls
 from ddbstreams.reading._delivery import EndOfRead, Page
 from ddbstreams.reading._schedule import PollSchedule
 from ddbstreams.reading._state import ReadState
+from ddbstreams.reading._timefilter import TimedParser, TimeFilter
 
 __all__ = ["FetchContext", "LagBoard", "Pauses", "ShardFetcher"]
 
@@ -49,9 +64,11 @@ class LagBoard:
         self._origins.pop(shard_id, None)
 
     def seconds_behind(self, now: float) -> dict[str, float]:
+        # A copy first (atomic under the GIL): a metrics server may ask from its own thread
+        # while fetchers add and remove shards.
         return {
             shard_id: 0.0 if created is None else max(0.0, now - created)
-            for shard_id, created in self._origins.items()
+            for shard_id, created in tuple(self._origins.items())
         }
 
 
@@ -99,10 +116,26 @@ class FetchContext(Generic[T]):
     schedule: PollSchedule
 
 
+def _yields_records(parser: object) -> bool:
+    """Whether ``parser`` is one of ours, whose records carry their creation time (exact
+    types: a subclass may override ``parse_records``)."""
+    return type(parser) in (DefaultParser, RawParser)
+
+
 class ShardFetcher(Generic[T]):
     """Fetches one shard's pages into the buffer (see the module docstring)."""
 
-    __slots__ = ("_context", "_last_sequence_number", "_open", "_shard", "_start", "token")
+    __slots__ = (
+        "_context",
+        "_filter",
+        "_last_sequence_number",
+        "_open",
+        "_parser",
+        "_shard",
+        "_start",
+        "_timed",
+        "token",
+    )
 
     def __init__(
         self, context: FetchContext[T], shard: Shard, start: ShardStart, *, open_shard: bool
@@ -115,6 +148,16 @@ class ShardFetcher(Generic[T]):
         self._start = start
         self._last_sequence_number: str | None = None
         self.token = object()
+        self._parser: Parser[T] = context.parser
+        self._filter: TimeFilter | None = None
+        self._timed: TimedParser[T] | None = None
+        if start.not_before is not None:
+            resolution = creation_time_resolution(context.calls.stream_arn)
+            self._filter = TimeFilter(start.not_before, resolution)
+            # Records of these parsers carry their creation time; any other parser's are
+            # timed from the raw records (the default parser keeps its fast path).
+            if not _yields_records(context.parser):
+                self._timed = self._parser = TimedParser(context.parser)
 
     @property
     def shard_id(self) -> str:
@@ -238,20 +281,73 @@ class ShardFetcher(Generic[T]):
         the buffer before this returns."""
         context = self._context
         calls = context.calls
-        page = await calls.client.get_records(
-            iterator, shard_id=self.shard_id, parser=context.parser, limit=calls.options.page_limit
+        try:
+            page = await calls.client.get_records(
+                iterator,
+                shard_id=self.shard_id,
+                parser=self._parser,
+                limit=calls.options.page_limit,
+            )
+        except Exception as error:
+            throttled = isinstance(error, ThrottledError)
+            calls.events.publish(
+                GetRecordsCalled(self.shard_id, "throttled" if throttled else "error")
+            )
+            raise
+        # One small event per call (metrics count records, bytes and outcomes from it).
+        calls.events.publish(
+            GetRecordsCalled(
+                self.shard_id,
+                "records" if page.records else "empty",
+                len(page.records),
+                page.size_bytes,
+            )
         )
         ends_shard = page.next_shard_iterator is None
-        if page.records or ends_shard:
+        records = page.records
+        if records or ends_shard:
             sequence_numbers = page.sequence_numbers
             if sequence_numbers is None:
-                sequence_numbers = [cast(Record, record).sequence_number for record in page.records]
-            await context.buffer.put(
-                self._page(page.records, sequence_numbers, ends_shard=ends_shard)
-            )
+                sequence_numbers = [cast(Record, record).sequence_number for record in records]
+            if self._filter is not None and records:
+                records, sequence_numbers = self._drop_older(records, sequence_numbers)
+            if records or ends_shard:
+                await context.buffer.put(
+                    self._page(records, sequence_numbers, ends_shard=ends_shard)
+                )
             if sequence_numbers:
                 self._last_sequence_number = sequence_numbers[-1]
         return page
+
+    def _drop_older(
+        self, records: list[T], sequence_numbers: list[str]
+    ) -> tuple[list[T], list[str]]:
+        """The page's records from the first one at or after the filter's moment; once one
+        is kept, the filter is done (the moment is reached) and later pages pass as read."""
+        time_filter = self._filter
+        assert time_filter is not None
+        if self._timed is not None:
+            kept = time_filter.first_kept_time(self._timed.times)
+        else:
+            kept = time_filter.first_kept_record(cast(list[Record], records))
+        if kept:
+            # Go on after what was dropped, filter kept: a refreshed iterator, and a
+            # checkpoint taken now, need not read it again.
+            dropped_through = sequence_numbers[kept - 1]
+            self._start = ShardStart(
+                "AFTER_SEQUENCE_NUMBER", dropped_through, not_before=time_filter.moment
+            )
+            self._context.state.restarted(self.shard_id, self._start)
+            self._context.calls.events.publish(
+                RecordsSkipped(self.shard_id, kept, time_filter.moment, dropped_through)
+            )
+        if kept < len(records):
+            self._filter = self._timed = None
+            self._parser = self._context.parser
+            if kept:
+                return records[kept:], sequence_numbers[kept:]
+            return records, sequence_numbers
+        return [], []
 
     async def _acquire(self) -> str | None:
         """A fresh iterator at the current position; None if the shard is gone (skipped)."""
@@ -286,6 +382,8 @@ class ShardFetcher(Generic[T]):
                 f"{self._last_sequence_number or self._start} were trimmed before being read"
             )
         calls.events.publish(RecordsTrimmed(self.shard_id, self._last_sequence_number, shard_gone))
-        self._start = SHARD_TRIM_HORIZON
-        self._context.state.restarted(self.shard_id, SHARD_TRIM_HORIZON)
+        # A shard that has not reached an at_time moment yet keeps filtering.
+        not_before = None if self._filter is None else self._filter.moment
+        self._start = ShardStart("TRIM_HORIZON", not_before=not_before)
+        self._context.state.restarted(self.shard_id, self._start)
         self._last_sequence_number = None

@@ -2,7 +2,8 @@
 
 :func:`plan_read` does what :meth:`StreamReader.start` needs before any record is
 fetched — resolve the stream, check a checkpoint belongs to it, list the shards, locate an
-AT/AFTER sequence number, plan the reads with lineage, apply the trimming policy to a
+AT/AFTER sequence number, plan the reads with lineage (an ``at_time`` start skips the
+shards that ended before its moment and filters the rest), apply the trimming policy to a
 checkpoint's vanished shards — and returns the :class:`ReadParts` of a running reader.
 """
 
@@ -19,7 +20,13 @@ from ddbstreams._events import EventHub, RecordsTrimmed
 from ddbstreams.client._streams import StreamsClient
 from ddbstreams.lineage._graph import LineageTracker, ShardGraph, plan_reads
 from ddbstreams.model._parser import Parser
-from ddbstreams.model._position import AfterSequence, AtSequence, Checkpoint, StartPosition
+from ddbstreams.model._position import (
+    AfterSequence,
+    AtSequence,
+    Checkpoint,
+    StartPosition,
+    creation_time_resolution,
+)
 from ddbstreams.reading._calls import StreamCalls
 from ddbstreams.reading._coordinator import StreamCoordinator
 from ddbstreams.reading._delivery import Delivery
@@ -98,7 +105,9 @@ async def plan_read(client: StreamsClient, request: ReadRequest[T]) -> ReadParts
         if isinstance(initial, AtSequence | AfterSequence):
             candidates = graph.shards_holding(initial.sequence_number)
             holder = await locate_record(client, stream_arn, candidates, initial.sequence_number)
-        plan = plan_reads(graph, initial, holder=holder)
+        # The resolution makes at_time skip shards with the rounding its filter uses.
+        resolution = creation_time_resolution(stream_arn)
+        plan = plan_reads(graph, initial, holder=holder, time_resolution=resolution)
         checkpoint = None
         if isinstance(initial, Checkpoint):
             checkpoint = settle_checkpoint(

@@ -81,8 +81,9 @@ class StreamReader(Generic[T]):
     """Reads one DynamoDB stream, honouring shard lineage.
 
     ``stream`` is a stream ARN or a source table name (resolved to its latest stream).
-    ``start`` is ``TRIM_HORIZON``, ``LATEST``, ``at_sequence(...)``, ``after_sequence(...)``
-    or a :class:`Checkpoint` from an earlier reader of the same stream.
+    ``start`` is ``TRIM_HORIZON``, ``LATEST``, ``at_sequence(...)``, ``after_sequence(...)``,
+    ``at_time(datetime)`` (records created from then on; the README says what it costs) or
+    a :class:`Checkpoint` from an earlier reader of the same stream.
 
     Single pass (``follow=False``): reads every selected shard that exists when the reader
     starts; a closed shard to its end (through any empty pages), an open shard until it has

@@ -7,7 +7,10 @@ Words used with one meaning each in the reading layer:
 - a shard is **consumed** when all of it, its end included, has been handed to the caller;
   a :class:`~ddbstreams.Checkpoint` lists it in ``finished`` (the public name);
 - a consumer **processes** what was handed (its handler returned): the consumer's
-  business, not the reader's.
+  business, not the reader's;
+- a record is **dropped** when an ``at_time`` start's filter finds it older than the
+  moment: it is never handed, but the fetcher moves the shard's start past it (keeping
+  the filter), so a checkpoint of a shard that has handed nothing yet resumes there.
 
 Per shard, :class:`ReadState` keeps a :class:`ShardProgress`. Its states, the transitions
 and who makes them::
@@ -143,7 +146,8 @@ class ReadState:
         entry.token = token
 
     def restarted(self, shard_id: str, start: ShardStart) -> None:
-        """Fetcher (trimming policy): the shard is read on from ``start`` now."""
+        """Fetcher (trimming policy, records dropped by a time filter): the shard is read
+        on from ``start`` now. Matters only while nothing of it was handed out."""
         entry = self._shards.get(shard_id)
         if entry is not None:
             entry.start = start
@@ -217,7 +221,8 @@ class ReadState:
 
     def checkpoint(self) -> Checkpoint:
         """The whole-stream view: consumed shards as ``finished``, handed positions as
-        ``positions``, shards that handed nothing yet as ``pending`` at their start."""
+        ``positions``, shards that handed nothing yet as ``pending`` at their start (with
+        its time filter, if the shard has not reached an ``at_time`` moment)."""
         positions: dict[str, str] = {}
         finished: set[str] = set()
         pending: dict[str, ShardStart] = {}

@@ -22,6 +22,12 @@ than silently winning or losing. A store that never loaded a checkpoint cannot o
 it: call :meth:`~CheckpointStore.load` first. Names are independent: saving one name's
 checkpoint never conflicts with another name's.
 
+A checkpoint may carry, per shard in progress, the approximate creation time of its
+checkpointed record (:attr:`Checkpoint.times <ddbstreams.Checkpoint.times>`): it is kept in
+the stored JSON document, only when present, so checkpoints stored before it existed load
+as they are (with no times) and older versions of ddbstreams read newer documents (they
+ignore the key). ``ddbstreams lag`` reads it.
+
 Corrupt data (a file that is not a SQLite database, an unexpected schema, a stored value
 that does not parse, a checkpoint filed under another stream's key) raises CheckpointError
 naming where the data is and what is wrong; nothing is ever silently reset. A SQLite file
@@ -961,6 +967,39 @@ class DynamoDBCheckpointStore(_ClosesOnExit):
     def _confirm(self, key: tuple[str, str], version: int) -> None:
         self._known[key] = version
         self._unconfirmed.pop(key, None)
+
+    async def list_stored(self) -> list[StoredCheckpoint]:
+        """Every checkpoint in the table, of every name, sorted by name and stream ARN.
+
+        A consistent Scan of the whole table (all pages): meant for tools
+        (``ddbstreams lag --table``), not for a consumer's hot path. CheckpointError if an
+        item is corrupt; the versions seen are not remembered (listing is not loading).
+        """
+
+        async def scan() -> list[StoredCheckpoint]:
+            await self._ensure_table()
+            items = await self._tables.scan(self.table_name)
+            return sorted(
+                (self._stored(item) for item in items), key=lambda s: (s.name, s.stream_arn)
+            )
+
+        return await self._run(scan)
+
+    def _stored(self, item: Mapping[str, Any]) -> StoredCheckpoint:
+        try:
+            key = (item["name"]["S"], item["stream_arn"]["S"])
+        except (KeyError, TypeError) as exc:
+            raise CheckpointError(f"corrupt item in {self._where()}: no key {exc}") from exc
+        where = self._where(key)
+        try:
+            version = int(item["version"]["N"])
+            updated_at = float(item["updated_at"]["N"])
+            text = item["checkpoint"]["S"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(
+                f"corrupt checkpoint in {where}: missing or malformed attribute {exc}"
+            ) from exc
+        return StoredCheckpoint(key[0], key[1], version, updated_at, _decode(text, key[1], where))
 
     async def clear(self, stream_arn: str, *, name: str) -> None:
         """Delete the checkpoint stored under ``name`` for ``stream_arn``."""
