@@ -90,6 +90,7 @@ from ddbstreams.consuming._filter import RecordFilter
 from ddbstreams.coordination import Lease, LeaseTable, WorkerRecord, WorkerState
 from ddbstreams.coordination._options import GroupOptions
 from ddbstreams.coordination._table import WORKERS_TABLE_SUFFIX
+from ddbstreams.metrics._endpoint import LoopbackEndpoint
 from ddbstreams.model._arn import is_table_name, parse_stream_arn
 from ddbstreams.model._position import LATEST, TRIM_HORIZON, AtTime, Latest, TrimHorizon
 from ddbstreams.state._stores import SQLiteCheckpointStore
@@ -781,21 +782,21 @@ class HealthServer:
     (:attr:`port` tells which once started).
     """
 
-    __slots__ = ("_consumer", "_host", "_port", "_runner")
+    __slots__ = ("_consumer", "_endpoint")
 
     def __init__(self, consumer: Consumer, port: int, *, host: str = "127.0.0.1") -> None:
         self._consumer = consumer
-        self._host = host
-        self._port = port
-        self._runner: web.AppRunner | None = None
+        self._endpoint = LoopbackEndpoint(
+            "/healthz", self._handle, port, what="the health check", host=host
+        )
 
     @property
     def port(self) -> int:
-        return self._port
+        return self._endpoint.port
 
     @property
     def url(self) -> str:
-        return f"http://{self._host}:{self._port}/healthz"
+        return self._endpoint.url
 
     def status(self) -> tuple[int, dict[str, Any]]:
         """The HTTP status and the JSON body the probe gets now."""
@@ -820,29 +821,14 @@ class HealthServer:
 
     async def start(self) -> None:
         """Start serving; :class:`HealthCheckError` when the port cannot be bound."""
-        app = web.Application()
-        app.router.add_get("/healthz", self._handle)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, self._host, self._port)
         try:
-            await site.start()
-        except OSError as exc:
-            await runner.cleanup()
-            raise HealthCheckError(
-                f"cannot serve the health check on {self._host}:{self._port}: {exc.strerror or exc}"
-            ) from exc
-        self._runner = runner
-        for address in runner.addresses:
-            if isinstance(address, tuple) and len(address) >= 2:
-                self._port = int(address[1])
-                break
+            await self._endpoint.start()
+        except ConfigurationError as exc:
+            raise HealthCheckError(str(exc)) from exc.__cause__
 
     async def close(self) -> None:
         """Stop serving (idempotent)."""
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
+        await self._endpoint.close()
 
 
 # -- leases -------------------------------------------------------------------------------

@@ -14,8 +14,8 @@ from aiohttp import web
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from ddbstreams._errors import ConfigurationError
 from ddbstreams.metrics._catalog import CATALOG, Metric, Pulled
+from ddbstreams.metrics._endpoint import LoopbackEndpoint
 from ddbstreams.metrics._listener import EventMetrics
 
 __all__ = ["MetricsServer", "PrometheusMetrics"]
@@ -136,21 +136,19 @@ class MetricsServer:
     be bound is a :class:`~ddbstreams.ConfigurationError`.
     """
 
-    __slots__ = ("_host", "_metrics", "_port", "_runner")
+    __slots__ = ("_endpoint", "_metrics")
 
     def __init__(self, metrics: PrometheusMetrics, port: int, *, host: str = "127.0.0.1") -> None:
         self._metrics = metrics
-        self._host = host
-        self._port = port
-        self._runner: web.AppRunner | None = None
+        self._endpoint = LoopbackEndpoint("/metrics", self._handle, port, what="metrics", host=host)
 
     @property
     def port(self) -> int:
-        return self._port
+        return self._endpoint.port
 
     @property
     def url(self) -> str:
-        return f"http://{self._host}:{self._port}/metrics"
+        return self._endpoint.url
 
     async def _handle(self, request: web.Request) -> web.Response:
         return web.Response(
@@ -160,29 +158,11 @@ class MetricsServer:
 
     async def start(self) -> None:
         """Start serving (the port is bound when this returns)."""
-        app = web.Application()
-        app.router.add_get("/metrics", self._handle)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, self._host, self._port)
-        try:
-            await site.start()
-        except OSError as exc:
-            await runner.cleanup()
-            raise ConfigurationError(
-                f"cannot serve metrics on {self._host}:{self._port}: {exc.strerror or exc}"
-            ) from exc
-        self._runner = runner
-        for address in runner.addresses:  # the port chosen for port 0
-            if isinstance(address, tuple) and len(address) >= 2:
-                self._port = int(address[1])
-                break
+        await self._endpoint.start()
 
     async def close(self) -> None:
         """Stop serving (idempotent)."""
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
+        await self._endpoint.close()
 
     async def __aenter__(self) -> MetricsServer:
         await self.start()
