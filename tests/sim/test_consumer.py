@@ -13,7 +13,8 @@ import pytest
 
 import ddbstreams
 from ddbstreams import Consumer, MemoryCheckpointStore, Record
-from ddbstreams.testing import StreamSimulator
+from ddbstreams.testing import SimulatedClock, StreamSimulator
+from tests.support.consumers import virtual_consumer
 
 FAST = ddbstreams.ReaderOptions(
     idle_poll_delay=0.005,
@@ -456,3 +457,22 @@ async def test_a_shard_without_records_does_not_let_its_child_overtake_the_paren
     await run_until(consumer, handled, lambda: len(handled.records) >= 6)
 
     assert [r.new_image["n"] for r in handled.records if r.new_image] == [0, 1, 2, 3, 4, 5]
+
+
+async def test_a_stored_checkpoint_carries_its_records_creation_times_for_lag() -> None:
+    clock = SimulatedClock()
+    sim = StreamSimulator(clock=clock, partitions=3, seed=4, retention=None)
+    for n in range(12):
+        sim.put_item({"pk": f"item-{n}"})
+        clock.advance(7.0)
+    got: list[Record] = []
+    store = MemoryCheckpointStore()
+    consumer = virtual_consumer(sim, clock, got.extend, store=store, follow=False)
+    await consumer.run()
+    stored = await store.load(sim.stream_arn, name="default")
+    assert stored is not None
+    last = {r.shard_id: r for r in got}
+    assert set(stored.positions) == set(last)
+    for shard_id, record in last.items():
+        assert stored.positions[shard_id] == record.sequence_number
+        assert stored.times[shard_id] == record.approximate_creation_time.timestamp()

@@ -992,7 +992,15 @@ class _Pass:
                 positions[shard_id] = start.sequence_number
             else:
                 pending[shard_id] = start
-        return Checkpoint(handed.stream_arn, positions, frozenset(finished), pending)
+        # The checkpointed records' creation times, where the lanes know them (for lag).
+        times = {
+            shard_id: work.base_created
+            for shard_id, work in self._shards.items()
+            if work.base_created is not None
+            and work.base is not None
+            and positions.get(shard_id) == work.base.sequence_number
+        }
+        return Checkpoint(handed.stream_arn, positions, frozenset(finished), pending, times)
 
     async def consume(self) -> None:
         """Process the read until it is over, fails, or ``stop`` is set; then let the lanes
