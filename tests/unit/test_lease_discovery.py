@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ddbstreams.coordination._discovery import NewLease, deletable_leases, leases_to_create
 from ddbstreams.coordination._lease import Lease
+from ddbstreams.model._position import ShardStart
 from ddbstreams.model._types import Shard
 
 
@@ -80,3 +81,15 @@ def test_finished_leases_are_deleted_once_every_child_has_moved_on() -> None:
     assert deletable_leases(leases) == ["a", "b"]
     del leases["b"]  # deleted already: a child that is gone has moved on
     assert deletable_leases(leases) == ["a"]
+
+
+def test_a_latest_lease_that_changed_hands_unprocessed_is_read_from_its_creation() -> None:
+    from datetime import UTC, datetime
+
+    made = 1_796_000_000.0
+    first = Lease("s", "w1", 1, "LATEST", checkpoint_time=made)
+    assert first.start() == ShardStart("LATEST")  # the first owner: LATEST
+    again = Lease("s", "w2", 3, "LATEST", checkpoint_time=made)  # taken, released, taken
+    assert again.start() == ShardStart("TRIM_HORIZON", not_before=datetime.fromtimestamp(made, UTC))
+    kcl = Lease("s", "w2", 3, "LATEST")  # written by the KCL: no time known
+    assert kcl.start() == ShardStart("LATEST")

@@ -1092,7 +1092,7 @@ class _Pass:
             base = work.base if work is not None else None
             created = work.base_created if work is not None and base == position else None
             return Processed(position.sequence_number, created)
-        if position.iterator_type in ("TRIM_HORIZON", "LATEST"):
+        if position.iterator_type in ("TRIM_HORIZON", "LATEST") and position.not_before is None:
             return Processed(position.iterator_type)
         return None
 

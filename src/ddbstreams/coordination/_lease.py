@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from ddbstreams._errors import InvalidPositionError, LeaseTableError
@@ -134,10 +135,20 @@ class Lease:
 
     def start(self) -> ShardStart:
         """Where to resume reading the shard: TRIM_HORIZON, LATEST, or just after the
-        checkpointed sequence number. ValueError for a finished lease (SHARD_END)."""
+        checkpointed sequence number. ValueError for a finished lease (SHARD_END).
+
+        A ``LATEST`` lease that was held before and changed hands before anything of it was
+        processed (a counter past the first take's 1: a take, then a release or expiry and
+        another take) is read from ``checkpoint_time``, the moment the group created it,
+        when known (from TRIM_HORIZON, older records dropped): LATEST again would skip what
+        was written while it changed hands. Call it on the lease as taken.
+        """
         if self.checkpoint == TRIM_HORIZON_CHECKPOINT:
             return SHARD_TRIM_HORIZON
         if self.checkpoint == LATEST_CHECKPOINT:
+            if self.counter > 1 and self.checkpoint_time is not None:
+                moment = datetime.fromtimestamp(self.checkpoint_time, UTC)
+                return ShardStart("TRIM_HORIZON", not_before=moment)
             return SHARD_LATEST
         if self.finished:
             raise ValueError(f"lease {self.key!r} is finished ({SHARD_END_CHECKPOINT}): no start")
@@ -260,12 +271,15 @@ def new_lease_item(
     *,
     parent_shard_ids: Iterable[str] = (),
     stream_arn: str | None = None,
+    checkpoint_time: float | None = None,
 ) -> dict[str, Any]:
     """A new, unassigned lease item, as the KCL's ``DynamoDBLeaseSerializer.toDynamoRecord``
     writes one: ``leaseCounter`` 0, ``ownerSwitchesSinceCheckpoint`` 0,
     ``checkpointSubSequenceNumber`` 0, no ``leaseOwner``, ``parentShardId`` only when there
     are parents (a string set cannot be empty) and ``entityType`` ``LEASE`` (KCL 3.5+ writes
-    it; older KCLs ignore it), plus ``ddbstreamsStreamArn`` when ``stream_arn`` is given.
+    it; older KCLs ignore it), plus ``ddbstreamsStreamArn`` when ``stream_arn`` is given and
+    ``ddbstreamsCheckpointTime`` when ``checkpoint_time`` is (for a ``LATEST`` lease: when
+    the group created it, see :meth:`Lease.start`).
 
     ValueError for an empty key or a checkpoint that is neither a sequence number nor a
     sentinel.
@@ -285,4 +299,6 @@ def new_lease_item(
         item[PARENT_SHARD_ID] = {"SS": parents}
     if stream_arn is not None:
         item[STREAM_ARN] = {"S": stream_arn}
+    if checkpoint_time is not None:
+        item[CHECKPOINT_TIME] = {"N": repr(checkpoint_time)}
     return item

@@ -268,6 +268,7 @@ class LeaseTable:
         *,
         parent_shard_ids: Iterable[str] = (),
         stream_arn: str | None = None,
+        checkpoint_time: float | None = None,
     ) -> bool:
         """Create the unassigned lease ``key`` (:func:`new_lease_item`) unless it exists.
 
@@ -275,7 +276,11 @@ class LeaseTable:
         lost response, finding its own first attempt, also says False).
         """
         item = new_lease_item(
-            key, checkpoint, parent_shard_ids=parent_shard_ids, stream_arn=stream_arn
+            key,
+            checkpoint,
+            parent_shard_ids=parent_shard_ids,
+            stream_arn=stream_arn,
+            checkpoint_time=checkpoint_time,
         )
         try:
             await self._tables.put_item(

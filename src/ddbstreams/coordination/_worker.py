@@ -55,7 +55,12 @@ from ddbstreams._tasks import TaskSet
 from ddbstreams.client._backoff import CallPacer, exponential_delay
 from ddbstreams.client._streams import StreamsClient
 from ddbstreams.coordination._discovery import deletable_leases, leases_to_create
-from ddbstreams.coordination._lease import SHARD_END_CHECKPOINT, TRIM_HORIZON_CHECKPOINT, Lease
+from ddbstreams.coordination._lease import (
+    LATEST_CHECKPOINT,
+    SHARD_END_CHECKPOINT,
+    TRIM_HORIZON_CHECKPOINT,
+    Lease,
+)
 from ddbstreams.coordination._membership import Membership, repeat
 from ddbstreams.coordination._options import GroupOptions
 from ddbstreams.coordination._planning import LeasePlan, plan_leases
@@ -426,7 +431,12 @@ class GroupWorker:
         self._last_discovery = now
         alive = self._membership.alive(now)
         created = await maintain(
-            self._table, self._client, self._stream_arn, leases, from_latest=self._from_latest
+            self._table,
+            self._client,
+            self._stream_arn,
+            leases,
+            from_latest=self._from_latest,
+            now=self._clock.time(),
         )
         await remove_departed(self._table, self._membership.workers, leases, alive)
         if created:
@@ -474,6 +484,7 @@ async def maintain(
     leases: Mapping[str, Lease],
     *,
     from_latest: bool,
+    now: float,
 ) -> list[str]:
     """The leader's discovery: create the leases the stream's listing says are due, delete
     finished leases nothing needs (:mod:`._discovery`). Returns the shards given leases."""
@@ -481,8 +492,15 @@ async def maintain(
     created = []
     for new in leases_to_create(description.shards, leases, from_latest=from_latest):
         parents = (new.parent_shard_id,) if new.parent_shard_id else ()
+        # A LATEST lease remembers when it was made (a minute early, for clocks that
+        # differ): read from then if it changes hands before its first record.
+        moment = now - 60.0 if new.checkpoint == LATEST_CHECKPOINT else None
         if await table.create_lease(
-            new.shard_id, new.checkpoint, parent_shard_ids=parents, stream_arn=stream_arn
+            new.shard_id,
+            new.checkpoint,
+            parent_shard_ids=parents,
+            stream_arn=stream_arn,
+            checkpoint_time=moment,
         ):
             created.append(new.shard_id)
     for key in deletable_leases(leases):
